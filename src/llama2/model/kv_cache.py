@@ -1,0 +1,56 @@
+"""The key/value cache the engine allocates and passes into `Transformer.forward`.
+
+Rows of the cache are independent sequences: each has its own positions, so rows of different
+lengths can decode side by side (static batches now, continuous batching in the server later).
+Keys are stored after rotary embedding, as in Meta's code, so a cached key never needs re-rotating.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from llama2.model.config import ModelArgs
+
+
+class KVCache:
+    """Buffers of shape `(n_layers, batch, n_kv_heads, max_seq_len, head_dim)` for keys and values."""
+
+    def __init__(
+        self,
+        args: ModelArgs,
+        batch_size: int,
+        max_seq_len: int | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.max_seq_len = max_seq_len or args.max_seq_len
+        self.batch_size = batch_size
+        shape = (args.n_layers, batch_size, args.kv_heads, self.max_seq_len, args.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+
+    def write(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, start_pos: int, positions: torch.Tensor | None
+    ) -> None:
+        """Store new keys/values `(B, T, n_kv, hd)` at `start_pos..` or at per-row `positions (B, T)`."""
+        batch = k.shape[0]
+        if positions is None:
+            end = start_pos + k.shape[1]
+            self.k[layer, :batch, :, start_pos:end] = k.transpose(1, 2)
+            self.v[layer, :batch, :, start_pos:end] = v.transpose(1, 2)
+        else:
+            rows = torch.arange(batch, device=k.device)[:, None]
+            # Advanced indices around a slice put their dims first: the target view is (B, T, n_kv, hd).
+            self.k[layer][rows, :, positions] = k.to(self.k.dtype)
+            self.v[layer][rows, :, positions] = v.to(self.v.dtype)
+
+    def read(self, layer: int, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values `(B, n_kv, length, hd)` of the first `length` positions."""
+        return self.k[layer, :batch, :, :length], self.v[layer, :batch, :, :length]
+
+
+def causal_mask(positions: torch.Tensor, kv_len: int) -> torch.Tensor:
+    """Boolean mask `(B, 1, T, kv_len)`: the query at position p sees cache slots 0..p of its own row."""
+    slots = torch.arange(kv_len, device=positions.device)
+    return (slots[None, None, :] <= positions[:, :, None])[:, None]

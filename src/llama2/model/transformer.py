@@ -1,0 +1,187 @@
+"""The Llama 2 transformer (LLAMA2.md §1.2): pre-norm RMSNorm, rotary embeddings on adjacent
+pairs, grouped-query attention, SwiGLU feed-forward, untied output head.
+
+`Transformer.forward(tokens, start_pos=0) -> logits` is the whole contract; caches are made by the
+caller (`KVCache`), losses live with training and sampling with generation. Parameter names are
+Meta's (`tok_embeddings`, `layers.N.attention.wq`, ...), so Meta checkpoints load by name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llama2.model.config import ModelArgs
+from llama2.model.kv_cache import KVCache, causal_mask
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm computed in fp32 and cast back before the weight, as Meta and HF do."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin `(B, T, 1, hd/2)` in fp32 for integer `positions (B, T)`.
+
+    Computed per call from the positions rather than read from a table: it costs T*hd/2
+    multiplications, works for any position up to the cache size, and leaves no buffer to
+    materialise when the model is built on the `meta` device.
+    """
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
+    angles = positions.float()[..., None] * inv_freq  # (B, T, hd/2)
+    return angles.cos()[:, :, None, :], angles.sin()[:, :, None, :]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent pairs (2i, 2i+1) of `x (B, T, H, hd)` — Meta's complex-number layout."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    real, imag = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+    return rotated.flatten(-2).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.kv_heads, args.head_dim
+        self.wq = nn.Linear(args.dim, self.n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(self.n_heads * self.head_dim, args.dim, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        start_pos: int,
+        positions: torch.Tensor | None,
+    ) -> torch.Tensor:
+        batch, seqlen, _ = x.shape
+        q = self.wq(x).view(batch, seqlen, self.n_heads, self.head_dim)
+        k = self.wk(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is None:
+            keys, values = k.transpose(1, 2), v.transpose(1, 2)  # (B, n_kv, T, hd)
+        else:
+            cache.write(layer, k, v, start_pos, positions)
+            kv_len = mask.shape[-1] if mask is not None else start_pos + seqlen
+            keys, values = cache.read(layer, batch, kv_len)
+        causal = mask is None and keys.shape[2] == seqlen and seqlen > 1
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2),  # (B, nh, T, hd)
+            keys.to(q.dtype),
+            values.to(q.dtype),
+            attn_mask=None if causal else mask,
+            is_causal=causal,
+            enable_gqa=self.n_kv_heads != self.n_heads,
+        )
+        return self.wo(out.transpose(1, 2).reshape(batch, seqlen, -1))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: `w2(silu(w1 x) * w3 x)`; w1 is the gate, w3 the up projection."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, layer_id: int, args: ModelArgs) -> None:
+        super().__init__()
+        self.layer_id = layer_id
+        self.attention = Attention(args)
+        self.feed_forward = FeedForward(args.dim, args.ffn_hidden_dim)
+        self.attention_norm = RMSNorm(args.dim, args.norm_eps)
+        self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
+
+    def forward(self, x, rope, mask, cache, start_pos, positions) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), rope, mask, cache, self.layer_id, start_pos, positions)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(TransformerBlock(i, args) for i in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        start_pos: int = 0,
+        *,
+        cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits `(B, T, vocab)` in fp32 for `tokens (B, T)`.
+
+        Without `positions`, token t of every row sits at `start_pos + t`. With `positions (B, T)`
+        each row has its own (cached decoding of ragged batches, packed training sequences); then
+        `mask (B, 1, T, S)` (True = attend) says which of the S keys each query sees, and with a
+        cache S is how many cache slots are read.
+        """
+        return self.output(self.hidden_states(tokens, start_pos, cache=cache, positions=positions, mask=mask)).float()
+
+    def hidden_states(
+        self,
+        tokens: torch.Tensor,
+        start_pos: int = 0,
+        *,
+        cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The final-normed hidden states `(B, T, dim)`: `forward` without the output head, so the
+        engine can project only the rows it samples from and a reward model can put its own head on."""
+        batch, seqlen = tokens.shape
+        contiguous = positions is None
+        if contiguous:
+            positions = torch.arange(start_pos, start_pos + seqlen, device=tokens.device).expand(batch, seqlen)
+            if cache is not None and mask is None and start_pos > 0 and seqlen > 1:
+                mask = causal_mask(positions, start_pos + seqlen)  # a chunk after cached positions
+        rope = rope_angles(positions, self.args.head_dim, self.args.rope_theta)
+        if contiguous:
+            positions = None  # the cache writes one slice for all rows
+        h = self.tok_embeddings(tokens)
+        for layer in self.layers:
+            h = layer(h, rope, mask, cache, start_pos, positions)
+        return self.norm(h)
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator | None = None, std: float = 0.02) -> None:
+        """Random initialisation for training from scratch: N(0, std) for matrices, scaled by
+        1/sqrt(2 * n_layers) on the projections that write into the residual stream (GPT-2's rule;
+        the paper does not state Llama 2's), ones for norms."""
+        residual_std = std / math.sqrt(2 * self.args.n_layers)
+        for name, param in self.named_parameters():
+            if param.dim() == 1:
+                param.fill_(1.0)
+            else:
+                scale = residual_std if name.endswith(("wo.weight", "w2.weight")) else std
+                param.normal_(0.0, scale, generator=generator)

@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny SentencePiece tokenizer trained on the spot and tiny seeded models."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+TRAINING_TEXT = [
+    "Once upon a time there was a little robot who loved to read books.",
+    "The quick brown fox jumps over the lazy dog 1234567890 times.",
+    "Llama 2 is a family of pretrained and fine-tuned large language models.",
+    "Grüße aus München! Ça va? 日本語のテキストも少し。 Emoji: 🙂",
+    "def add(a, b):\n    return a + b\n",
+    "[INST] <<SYS>> You are a helpful assistant. <</SYS>> What is the capital of France? [/INST]",
+] * 40
+
+
+def train_sentencepiece(vocab_size: int) -> bytes:
+    """A Llama-style SentencePiece BPE model (byte fallback, split digits) of `vocab_size` pieces."""
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(TRAINING_TEXT),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        split_digits=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=True,
+        allow_whitespace_only_pieces=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path to a 512-piece tokenizer.model matching the `tiny` presets' vocabulary size."""
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.model"
+    path.write_bytes(train_sentencepiece(512))
+    return path
