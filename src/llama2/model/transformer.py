@@ -173,6 +173,21 @@ class Transformer(nn.Module):
             h = layer(h, rope, mask, cache, start_pos, positions)
         return self.norm(h)
 
+    @classmethod
+    def random(
+        cls,
+        args: ModelArgs,
+        *,
+        seed: int = 0,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> "Transformer":
+        """A randomly initialised model of shape `args`, seeded, built directly on `device`."""
+        with torch.device(device or "cpu"):
+            model = cls(args)
+        model.init_weights(torch.Generator(device=device or "cpu").manual_seed(seed))
+        return model.to(dtype) if dtype is not None else model
+
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None, std: float = 0.02) -> None:
         """Random initialisation for training from scratch: N(0, std) for matrices, scaled by
