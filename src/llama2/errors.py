@@ -31,3 +31,7 @@ class DialogError(Llama2Error):
 
 class ContextLengthError(Llama2Error):
     """A request needs more positions than the model's context window holds."""
+
+
+class DataError(Llama2Error):
+    """A corpus, data file or token-shard directory is missing, malformed or inconsistent."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 
@@ -36,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
             "seconds": round(seconds, 3),
         })
         return 0
-    sys.stdout.write(prompt)
-    for text in llama.stream(prompt, **sampling):
+    deltas = llama.stream(prompt, **sampling)
+    first = next(deltas, "")  # raises on bad input before anything is printed
+    for text in itertools.chain([prompt, first], deltas):
         sys.stdout.write(text)
         sys.stdout.flush()
     sys.stdout.write("\n")

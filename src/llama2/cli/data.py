@@ -1,0 +1,105 @@
+"""`llama2 data`: pretraining data. `train-tokenizer` builds a Llama-style SentencePiece model from a
+corpus; `tokenize` turns a corpus into packed token shards (BOS + document + EOS, shuffled, with a
+validation split) for `llama2 train`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from llama2.cli.common import print_json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="train a tokenizer; tokenize a corpus into token shards", description=__doc__)
+    commands = parser.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+
+    tokenize = commands.add_parser("tokenize", help="corpus -> packed token shards + manifest.json",
+                                   description="Tokenize documents into packed, shuffled token shards with a validation split.")
+    _add_input_options(tokenize)
+    tokenize.add_argument("--tokenizer", required=True, help="SentencePiece tokenizer.model (copied into --out)")
+    tokenize.add_argument("--out", required=True, help="shard directory to create")
+    tokenize.add_argument("--val-fraction", type=float, default=0.01, help="share of documents held out for validation (default 0.01)")
+    tokenize.add_argument("--seed", type=int, default=0, help="seed of the document shuffle and split (default 0)")
+    tokenize.add_argument("--shard-tokens", type=int, default=None, help="tokens per shard file (default 2^27)")
+    tokenize.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    tokenize.set_defaults(func=run_tokenize)
+
+    train = commands.add_parser("train-tokenizer", help="train a Llama-style SentencePiece BPE tokenizer",
+                                description="Train SentencePiece BPE as Llama's tokenizer was built: byte fallback, "
+                                            "split digits, identity normalization, dummy prefix, unk=0 bos=1 eos=2, no pad.")
+    _add_input_options(train)
+    train.add_argument("--vocab-size", type=int, required=True, help="number of pieces (Llama 2: 32000)")
+    train.add_argument("--out", required=True, help="tokenizer.model file to write")
+    train.add_argument("--max-sentences", type=int, default=None, help="train on a seeded sample of this many lines (default 10M)")
+    train.add_argument("--character-coverage", type=float, default=None, help="share of characters given pieces (default 0.99995)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the line sample (default 0)")
+    train.set_defaults(func=run_train_tokenizer)
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="text, JSONL or Parquet files, directories or globs")
+    parser.add_argument("--text-field", default="text", help="JSONL field / Parquet column holding the text (default 'text')")
+    parser.add_argument("--split-blank-lines", action="store_true", help="in text files, each blank-line-separated block is a document")
+    parser.add_argument("--threads", type=int, default=None, help="threads for SentencePiece (default: all cores)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run_tokenize(args: argparse.Namespace) -> int:
+    from llama2.data.corpus import count_documents, read_documents, resolve_inputs
+    from llama2.data.shards import DEFAULT_SHARD_TOKENS, write_shards
+    from llama2.errors import TokenizerError
+
+    files = resolve_inputs(args.inputs)
+    if not Path(args.tokenizer).is_file():
+        raise TokenizerError(f"{args.tokenizer}: tokenizer file not found; train one with `llama2 data train-tokenizer`")
+    started = time.perf_counter()
+    manifest = write_shards(
+        read_documents(files, text_field=args.text_field, split_blank_lines=args.split_blank_lines),
+        args.tokenizer,
+        args.out,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS,
+        sources=files,
+        overwrite=args.overwrite,
+        total_documents=count_documents(files, split_blank_lines=args.split_blank_lines),
+        progress=sys.stderr.isatty(),
+        num_threads=args.threads,
+    )
+    seconds = time.perf_counter() - started
+    if args.json:
+        print_json(manifest.to_dict() | {"seconds": round(seconds, 3)})
+        return 0
+    print(f"wrote {args.out} in {seconds:.1f}s ({manifest.dtype}, vocab {manifest.vocab_size:,})")
+    for name, split in manifest.splits.items():
+        print(f"  {name}: {split.tokens:,} tokens in {split.documents:,} documents, {len(split.files)} shard file(s)")
+    return 0
+
+
+def run_train_tokenizer(args: argparse.Namespace) -> int:
+    from llama2.data.corpus import read_documents, resolve_inputs
+    from llama2.data.tokenizer_training import DEFAULT_CHARACTER_COVERAGE, DEFAULT_MAX_SENTENCES, train_tokenizer
+
+    files = resolve_inputs(args.inputs)
+    max_sentences = args.max_sentences or DEFAULT_MAX_SENTENCES
+    started = time.perf_counter()
+    result = train_tokenizer(
+        read_documents(files, text_field=args.text_field, split_blank_lines=args.split_blank_lines),
+        args.out,
+        vocab_size=args.vocab_size,
+        max_sentences=max_sentences,
+        character_coverage=args.character_coverage or DEFAULT_CHARACTER_COVERAGE,
+        seed=args.seed,
+        num_threads=args.threads,
+    )
+    seconds = time.perf_counter() - started
+    sampled = min(result.sentences, max_sentences)
+    if args.json:
+        print_json({"path": str(result.path), "vocab_size": result.vocab_size, "lines": result.sentences,
+                    "lines_sampled": sampled, "seconds": round(seconds, 3)})
+        return 0
+    print(f"wrote {result.path} in {seconds:.1f}s: {result.vocab_size:,} pieces, trained on {sampled:,} of {result.sentences:,} lines")
+    return 0
