@@ -7,34 +7,22 @@ from pathlib import Path
 
 import torch
 
-from llama2.errors import ConfigError, UnknownModelError
+from llama2.errors import ConfigError
 from llama2.generation.engine import Engine
 from llama2.model.chat_format import encode_dialog
-from llama2.model.checkpoint import export_gguf, find_tokenizer, load_transformer, save_hf, save_meta
+from llama2.model.checkpoint import (
+    as_dtype,
+    export_gguf,
+    find_tokenizer,
+    load_transformer,
+    resolve_model_path,
+    save_hf,
+    save_meta,
+)
 from llama2.model.config import PRESETS, ModelArgs
 from llama2.model.tokenizer import Tokenizer
 from llama2.model.transformer import Transformer
 from llama2.types import Dialog, GenerationResult, SamplingParams, StreamDelta
-
-BUNDLED_MODELS_DIR = Path(__file__).parent / "assets"
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "f32": torch.float32,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16, "f16": torch.float16}
-
-
-def bundled_model_path(name: str) -> Path | None:
-    """The folder of a model shipped inside the package (`default`, later `default-chat`), if any."""
-    path = BUNDLED_MODELS_DIR / name
-    return path if (path / "params.json").exists() or (path / "config.json").exists() else None
-
-
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype.lower() not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; choose one of float32, bfloat16, float16")
-    return DTYPES[dtype.lower()]
-
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -73,21 +61,14 @@ class Llama:
     ) -> "Llama":
         name = str(path_or_preset)
         device = torch.device(device) if device is not None else default_device()
-        dtype = parse_dtype(dtype)
-        path = bundled_model_path(name) if "/" not in name else None
-        path = path or Path(name).expanduser()
-        if path.exists():
-            model = load_transformer(path, dtype=dtype, device=device)
-            tokenizer_path = find_tokenizer(path)
-            tokenizer = Tokenizer(tokenizer_path) if tokenizer_path else None
-            return cls(model, tokenizer, name=name)
-        if name.lower() in PRESETS:
-            return cls(Transformer.random(PRESETS[name.lower()].args, seed=seed, dtype=dtype, device=device), None, name=name)
-        if name == "default":
-            raise UnknownModelError("the bundled model 'default' is not installed in this package; give --model PATH")
-        raise UnknownModelError(
-            f"{name!r} is neither a checkpoint path nor a preset; presets: {', '.join(PRESETS)}"
-        )
+        dtype = as_dtype(dtype)
+        if name.lower() in PRESETS and not Path(name).expanduser().exists():
+            model = Transformer.random(PRESETS[name.lower()].args, seed=seed, dtype=dtype, device=device)
+            return cls(model, None, name=name)
+        path = resolve_model_path(name)
+        model = load_transformer(path, dtype=dtype, device=device)
+        tokenizer_path = find_tokenizer(path)
+        return cls(model, Tokenizer(tokenizer_path) if tokenizer_path else None, name=name)
 
     # ---- generation -------------------------------------------------------------------------
 

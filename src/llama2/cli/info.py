@@ -23,23 +23,18 @@ def register(subparsers) -> None:
 
 def describe(name: str) -> dict:
     """Everything `info` reports about one model, without loading its weights."""
-    from llama2.api import bundled_model_path
-    from llama2.errors import UnknownModelError
-    from llama2.model.checkpoint import read_model_args
+    from llama2.model.checkpoint import read_model_args, resolve_model_path
     from llama2.model.config import PRESETS
 
-    path = bundled_model_path(name) if "/" not in name else None
-    path = path or Path(name).expanduser()
     training = None
-    if path.exists():
-        args, source = read_model_args(path), str(path)
-        card = (path / "training.json") if path.is_dir() else None
-        if card and card.exists():
-            training = json.loads(card.read_text())
-    elif name.lower() in PRESETS:
+    if name.lower() in PRESETS and not Path(name).expanduser().exists():
         args, source = PRESETS[name.lower()].args, f"preset: {PRESETS[name.lower()].description}"
     else:
-        raise UnknownModelError(f"{name!r} is neither a checkpoint path nor a preset; presets: {', '.join(PRESETS)}")
+        path = resolve_model_path(name)
+        args, source = read_model_args(path), str(path)
+        card = path / "training.json"
+        if card.is_file():
+            training = json.loads(card.read_text())
     n_params = args.n_params()
     return {
         "model": name,
