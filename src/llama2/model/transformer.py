@@ -33,23 +33,25 @@ class RMSNorm(nn.Module):
 
 
 def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin `(B, T, 1, hd/2)` in fp32 for integer `positions (B, T)`.
+    """Rotation tables `(B, T, 1, hd/2, 2)` in fp32 for integer `positions (B, T)`: (cos, cos) and
+    (-sin, sin) for each pair, so `apply_rope` is two multiplies and an add.
 
     Computed per call from the positions rather than read from a table: it costs T*hd/2
-    multiplications, works for any position up to the cache size, and leaves no buffer to
-    materialise when the model is built on the `meta` device.
+    multiplications, once per forward for all layers, works for any position up to the cache size,
+    and leaves no buffer to materialise when the model is built on the `meta` device.
     """
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
-    angles = positions.float()[..., None] * inv_freq  # (B, T, hd/2)
-    return angles.cos()[:, :, None, :], angles.sin()[:, :, None, :]
+    angles = positions.float()[:, :, None, None, None] * inv_freq[:, None]  # (B, T, 1, hd/2, 1)
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent pairs (2i, 2i+1) of `x (B, T, H, hd)` — Meta's complex-number layout."""
-    pairs = x.float().unflatten(-1, (-1, 2))
-    real, imag = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
-    return rotated.flatten(-2).type_as(x)
+    """Rotate adjacent pairs (2i, 2i+1) of `x (B, T, H, hd)` by their angles — Meta's complex
+    multiplication `(a + ib)(cos + i sin)` written in real arithmetic (which `torch.compile` fuses):
+    (a, b) -> (a cos - b sin, b cos + a sin)."""
+    pairs = x.float().unflatten(-1, (-1, 2))  # (B, T, H, hd/2, 2)
+    return (pairs * cos + pairs.flip(-1) * sin).flatten(-2).type_as(x)
 
 
 class Attention(nn.Module):
