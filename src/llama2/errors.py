@@ -21,6 +21,10 @@ class CheckpointError(Llama2Error):
     """A checkpoint is missing, truncated, or does not match the model it is loaded into."""
 
 
+class OutputExistsError(CheckpointError):
+    """A file or folder to write already exists and overwriting it was not allowed."""
+
+
 class TokenizerError(Llama2Error):
     """A tokenizer file is missing or unreadable, or does not fit the model."""
 

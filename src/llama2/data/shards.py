@@ -37,6 +37,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
+from llama2.atomic import replace_folder
 from llama2.data.corpus import Document
 from llama2.errors import ConfigError, DataError, TokenizerError
 from llama2.model.tokenizer import Tokenizer
@@ -273,7 +274,7 @@ def write_shards(
             splits=splits, sources=tuple(_describe_source(Path(p), *counts[str(p)]) for p in sources),
         )
         manifest.save(tmp)
-        _replace_directory(tmp, out_dir)
+        replace_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -393,17 +394,6 @@ def _describe_source(path: Path, documents: int, tokens: int) -> SourceInfo:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return SourceInfo(str(path), digest.hexdigest(), path.stat().st_size, documents, tokens)
-
-
-def _replace_directory(tmp: Path, out_dir: Path) -> None:
-    """Move the finished `tmp` into place; an existing `out_dir` is swapped out first, then removed."""
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old)
 
 
 class _RateColumn(ProgressColumn):

@@ -9,13 +9,13 @@ from (BPE, byte fallback, identity normalizer, dummy prefix, whitespace kept as 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import gguf
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
+from llama2.atomic import write_bytes
 from llama2.errors import TokenizerError
 
 _Piece = sp_pb2.ModelProto.SentencePiece
@@ -116,16 +116,7 @@ class Tokenizer:
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.model"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(self.model_proto)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes(path, self.model_proto)
         return path
 
     def gguf_vocab(self) -> tuple[list[bytes], list[float], list[int]]:

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from llama2.errors import CheckpointError, ConfigError
-from llama2.model.checkpoint.atomic import atomic_folder
+from llama2.atomic import atomic_folder
 from llama2.model.checkpoint.common import (
     HF_DTYPE_NAMES,
     StateDict,

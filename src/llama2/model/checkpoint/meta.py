@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from llama2.errors import CheckpointError, ConfigError
-from llama2.model.checkpoint.atomic import atomic_folder
+from llama2.atomic import atomic_folder
 from llama2.model.checkpoint.common import (
     StateDict,
     as_state_dict,
