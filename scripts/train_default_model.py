@@ -6,7 +6,7 @@
 2. trains its 4096-piece Llama-style tokenizer (`llama2 data train-tokenizer`),
 3. packs it into token shards (`llama2 data tokenize`),
 4. pretrains with recipes/pretrain-default.yaml (`llama2 train pretrain`, resumable),
-5. exports the final checkpoint as a bf16 Hugging Face folder into src/llama2/assets/default with a
+5. exports the final checkpoint as an f32 Hugging Face folder into src/llama2/assets/default with a
    training.json model card (corpus, tokens seen, validation perplexity) that `llama2 info default`
    prints.
 Each step is skipped when its output exists, so a killed run picks up where it stopped.
@@ -61,13 +61,14 @@ def main() -> None:
 
 
 def export(run_dir: Path, corpus: Path) -> None:
-    """Final checkpoint -> bf16 HF folder in the package, plus the model card."""
+    """Final checkpoint -> f32 HF folder in the package (bf16 matmuls of this size are slow on many
+    CPUs), plus the model card."""
     checkpoint = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     last_eval = [m for m in metrics if "val_loss" in m][-1]
     staging = ASSET.with_name("default.new")
     shutil.rmtree(staging, ignore_errors=True)
-    llama2("convert", str(checkpoint), str(staging), "--to", "hf", "--dtype", "bf16")
+    llama2("convert", str(checkpoint), str(staging), "--to", "hf", "--dtype", "f32")
     sources = json.loads((corpus / "sources.json").read_text())
     card = {
         "kind": "base model (pretrained only; not chat-tuned)",
