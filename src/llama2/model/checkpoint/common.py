@@ -8,6 +8,8 @@ names and layout onto that.
 
 from __future__ import annotations
 
+import json
+
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -143,3 +145,16 @@ def derive_ffn_shape(dim: int, hidden_dim: int) -> tuple[int, float | None]:
         if width > 0 and multiple_of * math.ceil(width / multiple_of) == hidden_dim:
             return multiple_of, multiplier
     raise CheckpointError(f"feed-forward width {hidden_dim} cannot be expressed with Meta's SwiGLU rule for dim {dim}")
+
+
+def read_json_object(path: Path, *, missing: str) -> dict:
+    """A checkpoint's JSON settings file as a dict; `missing` says what the folder needs instead."""
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; {missing}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return value

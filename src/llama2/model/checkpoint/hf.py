@@ -28,6 +28,7 @@ from llama2.model.checkpoint.common import (
     expected_shapes,
     natural_key,
     read_failure,
+    read_json_object,
 )
 from llama2.model.config import ModelArgs
 from llama2.model.tokenizer import Tokenizer
@@ -102,16 +103,7 @@ def _rotary_heads(name: str, args: ModelArgs) -> int | None:
 
 
 def read_config(folder: Path) -> dict:
-    path = folder / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing; a Hugging Face checkpoint folder needs config.json") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return config
+    return read_json_object(folder / CONFIG_FILE, missing="a Hugging Face checkpoint folder needs config.json")
 
 
 def args_from_hf_config(config: Mapping, source: Path | str = CONFIG_FILE) -> ModelArgs:

@@ -22,6 +22,7 @@ from llama2.model.checkpoint.common import (
     describe_args,
     expected_shapes,
     read_failure,
+    read_json_object,
 )
 from llama2.model.config import ModelArgs
 from llama2.model.tokenizer import Tokenizer
@@ -53,16 +54,9 @@ def split_dim(name: str) -> int | None:
 
 
 def read_params(folder: Path) -> dict:
-    path = folder / PARAMS_FILE
-    try:
-        params = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing; a Meta checkpoint folder needs params.json next to consolidated.*.pth") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(params, dict):
-        raise CheckpointError(f"{path}: expected a JSON object of model hyperparameters")
-    return params
+    return read_json_object(
+        folder / PARAMS_FILE, missing="a Meta checkpoint folder needs params.json next to consolidated.*.pth"
+    )
 
 
 def read_meta_args(folder: Path, *, vocab_size: int | None = None) -> ModelArgs:
