@@ -1,0 +1,538 @@
+"""Decode benchmark: prefill and decode tokens/s and peak memory of our engine, `transformers` and
+llama.cpp on the same random weights, against the memory-bandwidth bound.
+
+    python bench/decode.py [--model 110m] [--prompt-len 32] [--new-tokens 128] [--batch 1 8]
+                           [--dtypes f32 bf16] [--repeats 3] [--threads 2] [--json OUT]
+    python bench/decode.py --profile [--batch 1 8]      # where our decode time goes
+
+The weights are written once (a Hugging Face folder for ours and transformers, GGUF f32 and f16
+for llama.cpp); each (engine, dtype, batch) then runs in a fresh child process, so its peak RSS is
+its own. Decoding is greedy and forced to exactly `--new-tokens` tokens (no EOS stop). Prefill
+tokens/s is batch * prompt_len / time to first token; decode tokens/s is batch * (new_tokens - 1)
+/ the time after it. Half-precision rows run ours and transformers in bf16 and llama.cpp on an f16
+GGUF (llama.cpp's usual half format).
+
+Decoding one token streams every weight matrix once (all but the input embedding, a gather) plus
+the KV cache, so read bandwidth / bytes per step is the ceiling no engine can pass; the table
+shows each engine's share of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402  (bench/ is a folder of scripts, not a package)
+    machine_line,
+    markdown_table,
+    peak_rss_mb,
+    read_bandwidth_gbs,
+    OtherLoad,
+    run_worker,
+    synthetic_sentencepiece,
+    wait_until_quiet,
+)
+
+ENGINES = ("ours", "transformers", "llama.cpp")
+GGUF_DTYPE = {"f32": "f32", "bf16": "f16", "f16": "f16"}  # llama.cpp's file for each of our dtypes
+BYTES = {"f32": 4, "bf16": 2, "f16": 2}
+QUIET_CORES = 0.15  # other processes' mean CPU use (cores) below which a timed run counts as undisturbed
+SEED = 1234
+
+# A generator: (prompts, new_tokens) -> (seconds to first token, total seconds, new tokens per row).
+Generate = Callable[[list[list[int]], int], tuple[float, float, list[list[int]]]]
+
+
+# ---------------------------------------------------------------------------------------------- workers
+
+
+def make_prompts(batch: int, prompt_len: int, vocab_size: int) -> list[list[int]]:
+    """The same random prompts in every worker (ids 3.. skip <unk>, <s>, </s>)."""
+    rng = random.Random(SEED)
+    return [[rng.randrange(3, vocab_size) for _ in range(prompt_len)] for _ in range(batch)]
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[name]
+
+
+def our_engine(job: dict):
+    """Our `Engine` (no EOS) over the HF folder, loaded by our own checkpoint reader."""
+    import torch
+
+    from llama2.generation.engine import Engine
+    from llama2.model.checkpoint import load_transformer
+
+    torch.set_num_threads(job["threads"])
+    return Engine(load_transformer(job["hf"], dtype=torch_dtype(job["dtype"])).eval(), eos_id=None)
+
+
+def ours(job: dict) -> Generate:
+    """Our engine, timed through `stream`: its first delta arrives once the first token is chosen."""
+    from llama2.types import SamplingParams
+
+    engine = our_engine(job)
+
+    def generate(prompts: list[list[int]], new_tokens: int):
+        params = SamplingParams(max_new_tokens=new_tokens, temperature=0)
+        tokens: list[list[int]] = [[] for _ in prompts]
+        start, first = time.perf_counter(), None
+        for delta in engine.stream(prompts, params):
+            first = first or time.perf_counter()
+            tokens[delta.index] += delta.tokens
+        return first - start, time.perf_counter() - start, tokens
+
+    return generate
+
+
+def transformers_engine(job: dict) -> Generate:
+    """`LlamaForCausalLM.generate`, greedy, `min_new_tokens` = `max_new_tokens` so EOS cannot stop it;
+    a streamer timestamps the first new token (its first `put` is the prompt)."""
+    import torch
+    import transformers
+    from transformers.generation.streamers import BaseStreamer
+
+    torch.set_num_threads(job["threads"])
+    transformers.logging.set_verbosity_error()
+    model = transformers.LlamaForCausalLM.from_pretrained(job["hf"], dtype=torch_dtype(job["dtype"])).eval()
+
+    class FirstToken(BaseStreamer):
+        def __init__(self) -> None:
+            self.puts, self.at = 0, None
+
+        def put(self, value) -> None:
+            self.puts += 1
+            if self.puts == 2:
+                self.at = time.perf_counter()
+
+        def end(self) -> None:
+            pass
+
+    def generate(prompts: list[list[int]], new_tokens: int):
+        ids = torch.tensor(prompts)
+        clock = FirstToken()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=0,
+                streamer=clock,
+            )
+        total = time.perf_counter() - start
+        return clock.at - start, total, out[:, ids.shape[1] :].tolist()
+
+    return generate
+
+
+def llama_cpp_engine(job: dict) -> Generate:
+    """llama.cpp through llama-cpp-python's C API: one `llama_batch` with a sequence id per row,
+    so batch 8 decodes 8 sequences per `llama_decode`; greedy = argmax of each row's logits."""
+    import ctypes
+
+    import llama_cpp as lc
+    import numpy as np
+
+    lc.llama_backend_init()
+    quiet = lc.llama_log_callback(lambda level, text, data: None)
+    lc.llama_log_set(quiet, ctypes.c_void_p(0))
+    model = lc.llama_model_load_from_file(job["gguf"].encode(), lc.llama_model_default_params())
+    if not model:
+        raise RuntimeError(f"llama.cpp could not load {job['gguf']}")
+    batch, prompt_len = job["batch"], job["prompt_len"]
+    per_seq = -(-(prompt_len + job["new_tokens"]) // 256) * 256
+    params = lc.llama_context_default_params()
+    params.n_ctx = per_seq * batch  # split evenly between the sequences (kv_unified is off)
+    params.n_batch = params.n_ubatch = max(512, batch * prompt_len)
+    params.n_seq_max = batch
+    params.n_threads = params.n_threads_batch = job["threads"]
+    if job["dtype"] == "f32":  # llama.cpp caches keys and values in f16 unless told; ours and HF keep the model's dtype
+        params.type_k = params.type_v = lc.GGML_TYPE_F32
+    ctx = lc.llama_init_from_model(model, params)
+    if not ctx:
+        raise RuntimeError("llama.cpp could not create a context")
+    n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
+    lbatch = lc.llama_batch_init(batch * prompt_len, 0, 1)
+
+    def decode(entries: list[tuple[int, int, int, bool]]) -> None:
+        """Run one `llama_decode` over (token, position, sequence, wants logits) entries."""
+        lbatch.n_tokens = len(entries)
+        for i, (token, pos, seq, logits) in enumerate(entries):
+            lbatch.token[i], lbatch.pos[i], lbatch.n_seq_id[i] = token, pos, 1
+            lbatch.seq_id[i][0], lbatch.logits[i] = seq, logits
+        status = lc.llama_decode(ctx, lbatch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status}")
+
+    def argmax(index: int) -> int:
+        return int(np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, index), shape=(n_vocab,)).argmax())
+
+    def generate(prompts: list[list[int]], new_tokens: int):
+        lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+        tokens: list[list[int]] = [[] for _ in prompts]
+        start = time.perf_counter()
+        decode([(t, pos, row, pos == prompt_len - 1) for row, p in enumerate(prompts) for pos, t in enumerate(p)])
+        for row in range(batch):
+            tokens[row].append(argmax(row * prompt_len + prompt_len - 1))
+        first = time.perf_counter()
+        for step in range(1, new_tokens):
+            decode([(tokens[row][-1], prompt_len + step - 1, row, True) for row in range(batch)])
+            for row in range(batch):
+                tokens[row].append(argmax(row))
+        return first - start, time.perf_counter() - start, tokens
+
+    return generate
+
+
+BUILDERS: dict[str, Callable[[dict], Generate]] = {
+    "ours": ours,
+    "transformers": transformers_engine,
+    "llama.cpp": llama_cpp_engine,
+}
+
+
+def worker(job: dict) -> dict:
+    """Load one engine, warm it up, then time runs until `repeats` of them were undisturbed by other
+    processes (at most 4x as many tries); the best prefill and best decode of those are kept."""
+    start = time.perf_counter()
+    generate = BUILDERS[job["engine"]](job)
+    load_s = time.perf_counter() - start
+    prompts = make_prompts(job["batch"], job["prompt_len"], job["vocab_size"])
+    generate(prompts, min(8, job["new_tokens"]))  # first-call costs: allocations, kernel selection
+    runs = []  # (seconds to first token, total seconds, other processes' cores)
+    while sum(r[2] < QUIET_CORES for r in runs) < job["repeats"] and len(runs) < 4 * job["repeats"]:
+        if runs and runs[-1][2] >= QUIET_CORES:
+            wait_until_quiet(max_wait_s=job["max_wait"], log=lambda text: print(text, file=sys.stderr))
+        with OtherLoad() as other:
+            first, total, tokens = generate(prompts, job["new_tokens"])
+        runs.append((first, total, other.cores))
+    lengths = {len(row) for row in tokens}
+    if lengths != {job["new_tokens"]}:
+        raise RuntimeError(f"{job['engine']} produced {sorted(lengths)} tokens per row, not {job['new_tokens']}")
+    kept = [r for r in runs if r[2] < QUIET_CORES] or runs
+    prefill, decode = min(r[0] for r in kept), min(r[1] - r[0] for r in kept)
+    batch = job["batch"]
+    return {
+        "prefill_tok_s": batch * job["prompt_len"] / prefill,
+        "decode_tok_s": batch * (job["new_tokens"] - 1) / decode,
+        "prefill_s": prefill,
+        "decode_s": decode,
+        "load_s": load_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "quiet_runs": sum(r[2] < QUIET_CORES for r in runs),
+        "runs": len(runs),
+        "other_cores": max(r[2] for r in kept),
+        "tokens": tokens,
+    }
+
+
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def profile_worker(job: dict) -> dict:
+    """Where our decode steps spend their time: the best undisturbed wall time per step, then one
+    run under torch.profiler (decode steps only; prefill and the first token are excluded),
+    grouped by op and input shapes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from llama2.types import SamplingParams
+
+    engine = our_engine(job)
+    prompts = make_prompts(job["batch"], job["prompt_len"], job["vocab_size"])
+    params = SamplingParams(max_new_tokens=job["new_tokens"], temperature=0)
+    steps = job["new_tokens"] - 1
+
+    def decode_steps(profiler=None) -> tuple[float, float]:
+        stream = engine.stream(prompts, params)
+        next(stream)  # prefill and the first token
+        with OtherLoad() as other:
+            if profiler is not None:
+                profiler.start()
+            start = time.perf_counter()
+            for _ in stream:
+                pass
+            wall = time.perf_counter() - start
+            if profiler is not None:
+                profiler.stop()
+        return wall / steps, other.cores
+
+    decode_steps()  # warm-up
+    walls = []
+    while sum(noise < QUIET_CORES for _, noise in walls) < job["repeats"] and len(walls) < 4 * job["repeats"]:
+        if walls and walls[-1][1] >= QUIET_CORES:
+            wait_until_quiet(max_wait_s=job["max_wait"], log=lambda text: print(text, file=sys.stderr))
+        walls.append(decode_steps())
+    step_s = min(wall for wall, noise in walls if noise < QUIET_CORES) if any(n < QUIET_CORES for _, n in walls) else min(walls)[0]
+    wait_until_quiet(max_wait_s=job["max_wait"], log=lambda text: print(text, file=sys.stderr))
+    profiler = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
+    profiled_s, noise = decode_steps(profiler)
+    def per_step(events, by_shape: bool) -> list[dict]:
+        ops = [{"name": e.key, "shapes": e.input_shapes if by_shape else None, "calls": e.count / steps,
+                "self_ms": e.self_cpu_time_total / 1e3 / steps} for e in events]
+        return sorted(ops, key=lambda op: -op["self_ms"])
+
+    by_name = per_step(profiler.key_averages(), by_shape=False)
+    matmuls = [op for op in per_step(profiler.key_averages(group_by_input_shape=True), by_shape=True) if op["name"] in MATMULS]
+    return {
+        "step_ms": step_s * 1e3,
+        "profiled_step_ms": profiled_s * 1e3,
+        "ops_per_step": sum(op["calls"] for op in by_name),
+        "matmul_ms": sum(op["self_ms"] for op in matmuls),
+        "all_ops_ms": sum(op["self_ms"] for op in by_name),
+        "other_cores": max(noise, max(n for _, n in walls)),
+        "top": matmuls + [op for op in by_name if op["name"] not in MATMULS][:10],
+    }
+
+
+def render_profile(job: dict, found: dict, weight_bytes: float, bandwidth: float) -> str:
+    """One profile as text: the step's wall time against the bandwidth time, its split into
+    matmuls / other ops / time between ops, and the top ops with each matmul's GB/s."""
+    elt = BYTES[job["dtype"]]
+    rows = []
+    for op in found["top"]:
+        shapes = op["shapes"]
+        rate = ""
+        if op["name"] in MATMULS and shapes and len(shapes) >= 2 and len(shapes[1]) == 2:
+            rate = f"{shapes[1][0] * shapes[1][1] * elt / (op['self_ms'] / op['calls']) / 1e6:.1f}"
+        rows.append([op["name"], json.dumps(shapes)[:60] if shapes else "(all)", f"{op['calls']:.0f}", f"{op['self_ms']:.3f}", rate])
+    step, matmul = found["step_ms"], found["matmul_ms"]
+    profiled = found["profiled_step_ms"]
+    return "\n".join([
+        f"ours {job['dtype']} batch {job['batch']}: {step:.2f} ms per decode step = {job['batch'] * 1e3 / step:.1f} tok/s; "
+        f"reading its {weight_bytes / 1e6:.0f} MB of weights at {bandwidth:.1f} GB/s takes {weight_bytes / bandwidth / 1e6:.2f} ms",
+        f"  matmuls {matmul:.2f} ms/step ({weight_bytes / matmul / 1e6:.1f} GB/s over the weights), the rest {step - matmul:.2f} ms/step; "
+        f"under the profiler ({profiled:.2f} ms/step, inflated by its per-op cost) the {found['ops_per_step']:.0f} torch ops per step "
+        f"other than matmuls take {found['all_ops_ms'] - matmul:.2f} ms and the time between ops (Python, dispatch) "
+        f"{profiled - found['all_ops_ms']:.2f} ms; other processes {found['other_cores']:.2f} cores",
+        markdown_table(["op (self time)", "input shapes", "calls/step", "ms/step", "GB/s"], rows),
+    ])
+
+
+# ---------------------------------------------------------------------------------------------- parent
+
+
+def write_weights(preset: str, folder: Path, dtypes: list[str]) -> tuple[dict, Path, dict[str, Path]]:
+    """Random weights (seeded) as an f32 HF folder and one GGUF per llama.cpp dtype needed."""
+    import torch
+
+    from llama2.model.checkpoint import export_gguf, save_hf
+    from llama2.model.config import get_preset
+    from llama2.model.tokenizer import Tokenizer
+    from llama2.model.transformer import Transformer
+
+    args = get_preset(preset)
+    tokenizer = Tokenizer.from_proto(synthetic_sentencepiece(args.vocab_size))
+    model = Transformer.random(args, seed=0, dtype=torch.float32)
+    hf = folder / "hf"
+    save_hf(model, args, hf, tokenizer=tokenizer)
+    ggufs = {}
+    for kind in sorted({GGUF_DTYPE[d] for d in dtypes}):
+        ggufs[kind] = folder / f"model-{kind}.gguf"
+        export_gguf(model, args, ggufs[kind], tokenizer=tokenizer, dtype=kind)
+    shape = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "streamed_params": sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and n != "tok_embeddings.weight"),
+        "n_layers": args.n_layers,
+        "kv_dim": args.kv_heads * args.head_dim,
+        "vocab_size": args.vocab_size,
+    }
+    return shape, hf, ggufs
+
+
+def make_job(engine: str, dtype: str, batch: int, shape: dict, hf: Path, ggufs: dict[str, Path], opts) -> dict:
+    """A worker's instructions (JSON on its command line)."""
+    gguf = ggufs.get(GGUF_DTYPE[dtype])
+    return {"engine": engine, "dtype": dtype, "batch": batch, "prompt_len": opts.prompt_len, "new_tokens": opts.new_tokens,
+            "repeats": opts.repeats, "threads": opts.threads, "vocab_size": shape["vocab_size"], "hf": str(hf),
+            "gguf": gguf and str(gguf), "max_wait": opts.max_wait}
+
+
+def measure(job: dict, opts: argparse.Namespace, log: Callable[[str], None], check_repeats: bool = True) -> dict:
+    """Run one worker in a fresh process once the machine is quiet."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(opts.threads), "MKL_NUM_THREADS": str(opts.threads)}
+    wait_until_quiet(max_wait_s=opts.max_wait, log=log)
+    result = run_worker([sys.executable, __file__, "--worker", json.dumps(job)], env=env)
+    if check_repeats and result["quiet_runs"] < job["repeats"]:
+        log(f"  only {result['quiet_runs']} of {result['runs']} runs were undisturbed by other processes")
+    return result
+
+
+def measure_bandwidth(opts: argparse.Namespace, log: Callable[[str], None]) -> dict[str, float]:
+    """Read bandwidth (GB/s) of an undisturbed measurement, or the best of five disturbed ones."""
+    best: dict[str, float] = {}
+    for _ in range(5):
+        wait_until_quiet(max_wait_s=opts.max_wait, log=log)
+        with OtherLoad() as other:
+            found = read_bandwidth_gbs(opts.threads)
+        best = {k: max(v, best.get(k, 0.0)) for k, v in found.items()}
+        if other.cores < QUIET_CORES:
+            break
+    return best
+
+
+def bound_tok_s(shape: dict, dtype: str, batch: int, opts: argparse.Namespace, bandwidth: float) -> float:
+    """Tokens/s if a decode step took exactly the time to read its bytes once: every streamed
+    weight, plus each row's KV cache at its average length during decoding."""
+    weights = shape["streamed_params"] * BYTES[dtype]
+    mean_len = opts.prompt_len + opts.new_tokens / 2
+    kv = batch * mean_len * shape["n_layers"] * 2 * shape["kv_dim"] * BYTES[dtype]
+    return batch * bandwidth * 1e9 / (weights + kv)
+
+
+def greedy_check(results: dict, dtype: str, batch: int, engine: str) -> str:
+    """✓ when `engine` chose exactly our greedy tokens, else ✗ and the first step that differs."""
+    mine, theirs = results.get(("ours", dtype, batch)), results.get((engine, dtype, batch))
+    if not mine or not theirs:
+        return "–"
+    for step, pair in enumerate(zip(zip(*mine["tokens"]), zip(*theirs["tokens"]))):
+        if pair[0] != pair[1]:
+            return f"✗ step {step}"
+    return "✓"
+
+
+def render(results: dict, shape: dict, opts: argparse.Namespace, probes: dict[str, float]) -> str:
+    """The two tables (markdown, so they paste into bench/README.md), the bound and the targets."""
+    bandwidth = max(probes.values())
+
+    def get(engine, dtype, batch, key):
+        run = results.get((engine, dtype, batch))
+        return run[key] if run else None
+
+    def num(value, digits=1):
+        return "n/a" if value is None else f"{value:,.{digits}f}"
+
+    def ratio(a, b):
+        return "n/a" if a is None or b is None else f"{a / b:.2f}x"
+
+    def label(dtype):
+        return dtype if GGUF_DTYPE[dtype] == dtype else f"{dtype} (cpp {GGUF_DTYPE[dtype]})"
+
+    decode, other = [], []
+    for dtype in opts.dtypes:
+        for batch in opts.batch:
+            tok = {e: get(e, dtype, batch, "decode_tok_s") for e in ENGINES}
+            bound = bound_tok_s(shape, dtype, batch, opts, bandwidth)
+            shares = [num(None if tok[e] is None else 100 * tok[e] / bound, 0) + "%" * (tok[e] is not None) for e in ENGINES]
+            decode.append([label(dtype), str(batch), *(num(tok[e]) for e in ENGINES), ratio(tok["ours"], tok["transformers"]),
+                           ratio(tok["ours"], tok["llama.cpp"]), num(bound), *shares])
+            checks = [greedy_check(results, dtype, batch, e) if dtype == "f32" else "–" for e in ENGINES[1:]]
+            noise = max((get(e, dtype, batch, "other_cores") or 0.0) for e in ENGINES)
+            other.append([label(dtype), str(batch), *(num(get(e, dtype, batch, "prefill_tok_s")) for e in ENGINES),
+                          *(num(get(e, dtype, batch, "peak_rss_mb"), 0) for e in ENGINES), *checks, f"{noise:.2f}"])
+    weights = shape["streamed_params"]
+    lines = [
+        "Decode tokens/s (higher is better); bound = read bandwidth / bytes read per step",
+        markdown_table(["dtype", "batch", "ours", "transformers", "llama.cpp", "ours/HF", "ours/cpp", "bound",
+                        "ours %bound", "HF %bound", "cpp %bound"], decode),
+        "",
+        "Prefill tokens/s, peak RSS (MB), greedy tokens equal to ours (f32), other processes' CPU use (cores)",
+        markdown_table(["dtype", "batch", "prefill ours", "prefill HF", "prefill cpp", "RSS ours", "RSS HF", "RSS cpp",
+                        "same: HF", "same: cpp", "other load"], other),
+        "",
+        f"Read bandwidth {bandwidth:.1f} GB/s, the better of torch.sum ({probes['sum']:.1f}) and a matrix-vector product "
+        f"({probes['gemv']:.1f}) over 512 MB with {opts.threads} threads. A decoded token reads "
+        f"{weights / 1e6:.1f}M weights (all matrices but the input embedding) = {weights * 4 / 1e6:.0f} MB in f32, "
+        f"{weights * 2 / 1e6:.0f} MB in bf16/f16: a batch-1 bound of {bandwidth * 1e9 / (weights * 4):.1f} tok/s f32 and "
+        f"{bandwidth * 1e9 / (weights * 2):.1f} tok/s half. 'bound' adds each row's KV cache at its mean length.",
+    ]
+    targets = [("batch 1 f32 ours/transformers >= 1.5", "transformers", 1, 1.5),
+               ("batch 1 f32 ours/llama.cpp >= 0.8", "llama.cpp", 1, 0.8),
+               ("batch 8 f32 ours/transformers >= 3", "transformers", 8, 3.0)]
+    for text, peer, batch, goal in targets:
+        a, b = get("ours", "f32", batch, "decode_tok_s"), get(peer, "f32", batch, "decode_tok_s")
+        if a is not None and b is not None:
+            lines.append(f"target {text}: {a / b:.2f}x, {'met' if a / b >= goal else 'NOT met'}")
+    return "\n".join(lines)
+
+
+def benchmark(opts: argparse.Namespace) -> None:
+    log = print
+    started = datetime.datetime.now().astimezone()
+    log(f"{machine_line()}; {opts.threads} threads; {started:%Y-%m-%d %H:%M %Z}")
+    log("$ " + shlex.join(["python", *sys.argv]))
+    results: dict[tuple[str, str, int], dict] = {}
+    with tempfile.TemporaryDirectory(prefix="llama2-bench-") as tmp:
+        log(f"writing {opts.model} random weights (HF folder, GGUF) to {tmp}")
+        shape, hf, ggufs = write_weights(opts.model, Path(tmp), opts.dtypes)
+        probes = measure_bandwidth(opts, log)
+        log("read bandwidth " + ", ".join(f"{k} {v:.1f} GB/s" for k, v in probes.items()))
+        for dtype in opts.dtypes:
+            for batch in opts.batch:
+                for engine in opts.engines:
+                    job = make_job(engine, dtype, batch, shape, hf, ggufs, opts)
+                    log(f"{engine} {dtype} batch {batch} ...")
+                    run = results[(engine, dtype, batch)] = measure(job, opts, log)
+                    log(f"  prefill {run['prefill_tok_s']:.1f} tok/s, decode {run['decode_tok_s']:.1f} tok/s, "
+                        f"peak RSS {run['peak_rss_mb']:.0f} MB, other processes {run['other_cores']:.2f} cores")
+    print(render(results, shape, opts, probes))
+    if opts.json:
+        runs = [{"engine": e, "dtype": d, "batch": b, **{k: v for k, v in r.items() if k != "tokens"}}
+                for (e, d, b), r in results.items()]
+        report = {"date": started.isoformat(timespec="seconds"), "machine": machine_line(),
+                  "command": shlex.join(["python", *sys.argv]), "read_bandwidth_gbs": probes, "shape": shape,
+                  "settings": {k: v for k, v in vars(opts).items() if k not in ("json", "worker")}, "runs": runs}
+        Path(opts.json).write_text(json.dumps(report, indent=2) + "\n")
+        log(f"wrote {opts.json}")
+
+
+def profile_ours(opts: argparse.Namespace) -> None:
+    """`--profile`: our engine only, one profile per (dtype, batch), each in a fresh process."""
+    with tempfile.TemporaryDirectory(prefix="llama2-bench-") as tmp:
+        shape, hf, _ = write_weights(opts.model, Path(tmp), [])
+        bandwidth = max(measure_bandwidth(opts, print).values())
+        for dtype in opts.dtypes:
+            for batch in opts.batch:
+                job = {**make_job("ours", dtype, batch, shape, hf, {}, opts), "profile": True}
+                found = measure(job, opts, print, check_repeats=False)
+                print(render_profile(job, found, shape["streamed_params"] * BYTES[dtype], bandwidth) + "\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="110m", help="a preset of llama2.model.config (random weights)")
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--dtypes", nargs="+", default=["f32", "bf16"], choices=sorted(GGUF_DTYPE))
+    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine; the best is kept")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads and llama.cpp n_threads")
+    parser.add_argument("--max-wait", type=float, default=300, help="seconds to wait for a quiet machine per run")
+    parser.add_argument("--json", help="write the raw results here")
+    parser.add_argument("--profile", action="store_true", help="profile our decode steps instead of comparing engines")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    opts = parser.parse_args(argv)
+    if opts.new_tokens < 2 or opts.prompt_len < 1:
+        parser.error("need --new-tokens >= 2 (decode speed is measured after the first) and --prompt-len >= 1")
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    if opts.worker:
+        job = json.loads(opts.worker)
+        print(json.dumps(profile_worker(job) if job.get("profile") else worker(job)))
+    elif opts.profile:
+        profile_ours(opts)
+    else:
+        benchmark(opts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
