@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixtures over the real Llama 2 vocabulary (fetched at test time, never committed).
+pytest_plugins = ("real_vocab",)
+
 TRAINING_TEXT = [
     "Once upon a time there was a little robot who loved to read books.",
     "The quick brown fox jumps over the lazy dog 1234567890 times.",

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from real_vocab import llama_tokenizer, llama_vocab  # noqa: F401 (fixtures)
 
 import llama2.types
 from llama2.errors import DialogError, TokenizerError

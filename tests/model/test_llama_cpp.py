@@ -15,7 +15,7 @@ import torch
 from llama2.model.checkpoint import export_gguf, load_transformer
 from llama2.model.config import get_preset
 from llama2.model.transformer import Transformer
-from real_vocab import llama_tokenizer, llama_vocab, read_test_vectors  # noqa: F401 (fixtures)
+from real_vocab import read_test_vectors
 
 try:
     import llama_cpp

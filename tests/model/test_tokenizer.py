@@ -7,7 +7,7 @@ from pathlib import Path
 import gguf
 import pytest
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
-from real_vocab import llama_tokenizer, llama_vocab, read_test_vectors  # noqa: F401 (fixtures)
+from real_vocab import read_test_vectors
 
 from llama2.errors import TokenizerError
 from llama2.model.tokenizer import Tokenizer
