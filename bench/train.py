@@ -9,10 +9,11 @@ length, precision and optimizer settings.
 Both sides start from one Hugging Face folder of our seeded random initialisation (transformers
 loads it with `from_pretrained`, ours with `init=FOLDER`, undoing the q/k permutation), read the
 same token windows (our pretraining recipe's `batches(step)`, from a synthetic shard folder of a
-random bigram language, so the loss falls) and take the same AdamW steps (β 0.9/0.95, eps 1e-5,
-decay 0.1 on matrices, warmup + cosine, clip 1.0). Ours is the real loop (`llama2.train.loop.train`),
-its tokens/s as it logs them per step (data, forward, backward, clip, update; checkpoint saves left
-out); transformers' is timed around the same work. Each (config, dtype, implementation) runs in a
+random bigram language) and take the same AdamW steps (β 0.9/0.95, eps 1e-5, decay 0.1 on
+matrices, warmup + cosine, clip 1.0): ours with the fused AdamW kernel its loop uses, transformers
+with torch's default (multi-tensor) AdamW, as a plain loop has it. Ours is the real loop
+(`llama2.train.loop.train`), its tokens/s as it logs them per step (data, forward, backward, clip,
+update; checkpoint saves left out); transformers' is timed around the same work. Each (config, dtype, implementation) runs in a
 fresh child process, so peak RSS (VmHWM) is its own; for ours it includes the final checkpoint
 save. The loss of every step is compared across the two and the largest relative gap printed.
 
