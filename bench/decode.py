@@ -3,7 +3,7 @@ llama.cpp on the same random weights, against the memory-bandwidth bound.
 
     python bench/decode.py [--model 110m] [--prompt-len 32] [--new-tokens 128] [--batch 1 8]
                            [--dtypes f32 bf16] [--repeats 3] [--threads 2] [--json OUT]
-    python bench/decode.py --profile [--batch 1 8]      # where our decode time goes
+    python bench/decode.py --profile [--dtypes f32] [--batch 1 8]    # where our decode time goes
 
 The weights are written once (a Hugging Face folder for ours and transformers, GGUF f32 and f16
 for llama.cpp); each (engine, dtype, batch) then runs in a fresh child process, so its peak RSS is
@@ -15,6 +15,10 @@ GGUF (llama.cpp's usual half format).
 Decoding one token streams every weight matrix once (all but the input embedding, a gather) plus
 the KV cache, so read bandwidth / bytes per step is the ceiling no engine can pass; the table
 shows each engine's share of it.
+
+On a small shared machine another process taking one core makes a 2-thread run 10-20x slower, so
+workers start only when the machine is quiet, every timed run records the other processes' CPU use,
+and only undisturbed runs count (`QUIET_CORES`).
 """
 
 from __future__ import annotations
@@ -94,7 +98,20 @@ def ours(job: dict) -> Generate:
             tokens[delta.index] += delta.tokens
         return first - start, time.perf_counter() - start, tokens
 
+    generate.engine = engine  # for `top2_margins`, after the timing
     return generate
+
+
+def top2_margins(engine, prompts: list[list[int]], new_tokens: int) -> list[list[float]]:
+    """Per row and step, the log-probability gap between our greedy choice and the runner-up: where
+    a peer's greedy tokens part from ours, a gap near 0 means a near-tie that rounding decides."""
+    from llama2.types import SamplingParams
+
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=0, top_logprobs=2)
+    margins = []
+    for result in engine.generate(prompts, params):
+        margins.append([max(top.values()) - min(top.values()) for top in result.top_logprobs])
+    return margins
 
 
 def transformers_engine(job: dict) -> Generate:
@@ -161,8 +178,6 @@ def llama_cpp_engine(job: dict) -> Generate:
     params.n_batch = params.n_ubatch = max(512, batch * prompt_len)
     params.n_seq_max = batch
     params.n_threads = params.n_threads_batch = job["threads"]
-    if job["dtype"] == "f32":  # llama.cpp caches keys and values in f16 unless told; ours and HF keep the model's dtype
-        params.type_k = params.type_v = lc.GGML_TYPE_F32
     ctx = lc.llama_init_from_model(model, params)
     if not ctx:
         raise RuntimeError("llama.cpp could not create a context")
@@ -196,6 +211,7 @@ def llama_cpp_engine(job: dict) -> Generate:
                 tokens[row].append(argmax(row))
         return first - start, time.perf_counter() - start, tokens
 
+    generate.log_callback = quiet  # llama.cpp keeps the pointer: the ctypes callback must outlive it
     return generate
 
 
@@ -227,7 +243,7 @@ def worker(job: dict) -> dict:
     kept = [r for r in runs if r[2] < QUIET_CORES] or runs
     prefill, decode = min(r[0] for r in kept), min(r[1] - r[0] for r in kept)
     batch = job["batch"]
-    return {
+    result = {
         "prefill_tok_s": batch * job["prompt_len"] / prefill,
         "decode_tok_s": batch * (job["new_tokens"] - 1) / decode,
         "prefill_s": prefill,
@@ -239,6 +255,9 @@ def worker(job: dict) -> dict:
         "other_cores": max(r[2] for r in kept),
         "tokens": tokens,
     }
+    if job["engine"] == "ours":
+        result["margins"] = top2_margins(generate.engine, prompts, job["new_tokens"])
+    return result
 
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
@@ -395,13 +414,15 @@ def bound_tok_s(shape: dict, dtype: str, batch: int, opts: argparse.Namespace, b
 
 
 def greedy_check(results: dict, dtype: str, batch: int, engine: str) -> str:
-    """✓ when `engine` chose exactly our greedy tokens, else ✗ and the first step that differs."""
+    """✓ when `engine` chose exactly our greedy tokens, else ✗, the first step where a row differs,
+    and our top-2 log-probability gap there (a near-tie, if tiny)."""
     mine, theirs = results.get(("ours", dtype, batch)), results.get((engine, dtype, batch))
     if not mine or not theirs:
         return "–"
-    for step, pair in enumerate(zip(zip(*mine["tokens"]), zip(*theirs["tokens"]))):
-        if pair[0] != pair[1]:
-            return f"✗ step {step}"
+    for step, (ours_now, theirs_now) in enumerate(zip(zip(*mine["tokens"]), zip(*theirs["tokens"]))):
+        rows = [row for row, (a, b) in enumerate(zip(ours_now, theirs_now)) if a != b]
+        if rows:
+            return f"✗ step {step} (gap {mine['margins'][rows[0]][step]:.0e})"
     return "✓"
 
 
@@ -460,11 +481,24 @@ def render(results: dict, shape: dict, opts: argparse.Namespace, probes: dict[st
     return "\n".join(lines)
 
 
+def source_version() -> str:
+    """The git commit of the code measured, marked when src/ has uncommitted changes."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=root, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (commit or "unknown") + (" + uncommitted changes in src/" if dirty else "")
+
+
 def benchmark(opts: argparse.Namespace) -> None:
     log = print
     started = datetime.datetime.now().astimezone()
     log(f"{machine_line()}; {opts.threads} threads; {started:%Y-%m-%d %H:%M %Z}")
-    log("$ " + shlex.join(["python", *sys.argv]))
+    log("$ " + shlex.join(["python", *sys.argv]) + f"   (source: {source_version()})")
     results: dict[tuple[str, str, int], dict] = {}
     with tempfile.TemporaryDirectory(prefix="llama2-bench-") as tmp:
         log(f"writing {opts.model} random weights (HF folder, GGUF) to {tmp}")
@@ -481,10 +515,10 @@ def benchmark(opts: argparse.Namespace) -> None:
                         f"peak RSS {run['peak_rss_mb']:.0f} MB, other processes {run['other_cores']:.2f} cores")
     print(render(results, shape, opts, probes))
     if opts.json:
-        runs = [{"engine": e, "dtype": d, "batch": b, **{k: v for k, v in r.items() if k != "tokens"}}
+        runs = [{"engine": e, "dtype": d, "batch": b, **{k: v for k, v in r.items() if k not in ("tokens", "margins")}}
                 for (e, d, b), r in results.items()]
         report = {"date": started.isoformat(timespec="seconds"), "machine": machine_line(),
-                  "command": shlex.join(["python", *sys.argv]), "read_bandwidth_gbs": probes, "shape": shape,
+                  "command": shlex.join(["python", *sys.argv]), "source": source_version(), "read_bandwidth_gbs": probes, "shape": shape,
                   "settings": {k: v for k, v in vars(opts).items() if k not in ("json", "worker")}, "runs": runs}
         Path(opts.json).write_text(json.dumps(report, indent=2) + "\n")
         log(f"wrote {opts.json}")
