@@ -11,9 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from llama2.train.loop import train
-from llama2.train.recipes.pretrain import Pretrain
-
 STEPS = 80
 
 
@@ -25,11 +22,14 @@ def read_metrics(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_settings, tiny_config, tmp_path: Path) -> None:
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_settings, tmp_path: Path) -> None:
     changes = {"max_steps": STEPS, "batch_size": 8, "seq_len": 64, "save_every": 10, "keep_last": 2,
                "eval_every": 20, "eval_batches": 1}
-    reference = tiny_config(output_dir=str(tmp_path / "reference"), **changes)
-    train(Pretrain(reference))
+    # The reference runs in a fresh process too: the test process's thread settings (changed by other
+    # tests, or by the machine's core count) would change float reductions, not the resume logic.
+    reference = subprocess.run(cli(tiny_settings(output_dir=str(tmp_path / "reference"), **changes)),
+                               capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-2000:]
     expected = read_metrics(tmp_path / "reference")
 
     settings = tiny_settings(output_dir=str(tmp_path / "killed"), **changes)
@@ -56,6 +56,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_settings, tiny_co
     for got, want in zip(records, expected, strict=True):
         assert (got["step"], got["tokens"], got["lr"]) == (want["step"], want["tokens"], want["lr"])
         assert ("val_loss" in got) == ("val_loss" in want)
+        # A resume bug (data position, RNG, optimizer or scheduler state) moves these by far more than
+        # 1e-5; the margin only absorbs float reductions that differ between machines.
         for key in ("loss", "grad_norm", "val_loss"):
             if key in want:
-                assert got[key] == pytest.approx(want[key], rel=1e-6, abs=0), (key, got["step"])
+                assert got[key] == pytest.approx(want[key], rel=1e-5, abs=0), (key, got["step"])
