@@ -39,3 +39,12 @@ class ContextLengthError(Llama2Error):
 
 class DataError(Llama2Error):
     """A corpus, data file or token-shard directory is missing, malformed or inconsistent."""
+
+
+class ProviderError(Llama2Error):
+    """A model provider failed: bad spec or settings, missing credentials, or an upstream error that
+    retries did not cure."""
+
+
+class UnsupportedError(ProviderError):
+    """A provider was asked for something its backend cannot do (say, log-likelihoods from a chat API)."""

@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks, the runner and its cache, statistics — over models reached through providers."""

@@ -1,0 +1,1 @@
+"""Benchmarks as `Task`s (see `base.Task`)."""

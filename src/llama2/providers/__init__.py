@@ -1,0 +1,1 @@
+"""Providers: one interface over every model this project talks to (see `base.Provider`)."""
