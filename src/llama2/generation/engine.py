@@ -16,6 +16,7 @@ import torch
 from llama2.errors import ContextLengthError, ConfigError
 from llama2.generation.detokenize import IncrementalDecoder
 from llama2.generation.sampling import RowSampling, sample_next
+from llama2.generation.scoring import score_loglikelihood
 from llama2.generation.stopping import StopStringChecker
 from llama2.model.kv_cache import KVCache, causal_mask
 from llama2.model.transformer import Transformer
@@ -259,7 +260,8 @@ class Engine:
     ) -> list[tuple[float, bool]]:
         """For each (context, continuation) pair of token-id lists: the summed log-probability of
         the continuation given the context, and whether greedy decoding would have produced it
-        (lm-evaluation-harness's `loglikelihood` contract). Long requests are an error, never cut."""
+        (lm-evaluation-harness's `loglikelihood` contract). Long requests are an error, never cut.
+        Repeated inputs run once and shared prefixes are computed once (`scoring.py`)."""
         for i, (context, continuation) in enumerate(requests):
             if not context or not continuation:
                 raise ConfigError(f"request {i}: context and continuation must both be non-empty")
@@ -268,29 +270,4 @@ class Engine:
                     f"request {i} needs {len(context) + len(continuation) - 1} positions; the context "
                     f"window holds {self.max_seq_len}"
                 )
-        order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][0]) + len(requests[i][1])))
-        results: dict[int, tuple[float, bool]] = {}
-        start = 0
-        while start < len(order):
-            width = len(requests[order[start]][0]) + len(requests[order[start]][1]) - 1
-            count = max(1, min(self.max_batch_size * 4, batch_tokens // width))
-            chunk = order[start : start + count]
-            results.update(zip(chunk, self._score_batch([requests[i] for i in chunk])))
-            start += count
-        return [results[i] for i in range(len(requests))]
-
-    def _score_batch(self, requests: list[tuple[Sequence[int], Sequence[int]]]) -> list[tuple[float, bool]]:
-        inputs = [list(c) + list(x)[:-1] for c, x in requests]
-        width = max(len(seq) for seq in inputs)
-        tokens = torch.zeros((len(inputs), width), dtype=torch.long)
-        for row, seq in enumerate(inputs):
-            tokens[row, : len(seq)] = torch.tensor(seq)
-        hidden = self.model.hidden_states(tokens.to(self.device))
-        scores = []
-        for row, (context, continuation) in enumerate(requests):
-            first = len(context) - 1  # the position that predicts the continuation's first token
-            log_probs = torch.log_softmax(self.model.output(hidden[row, first : first + len(continuation)]).float(), -1)
-            target = torch.tensor(list(continuation), device=self.device)
-            total = float(log_probs.gather(-1, target[:, None]).sum())
-            scores.append((total, bool((log_probs.argmax(-1) == target).all())))
-        return scores
+        return score_loglikelihood(self.model, requests, batch_tokens=batch_tokens, max_rows=self.max_batch_size * 4)
