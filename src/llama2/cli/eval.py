@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     run.add_argument("--concurrency", type=int, default=None,
                      help="provider calls in flight at once (default: an API model's own concurrency setting, else 8)")
     run.add_argument("--batch-size", type=int, default=None,
-                     help="requests per provider call (default: 1 for API models, 32 for local ones, which batch them)")
+                     help="requests per provider call (default: 1 for API models, 256 for local ones, which batch them and share few-shot prefixes within a call)")
     run.add_argument("--json", action="store_true", help="print the summaries (and differences) as JSON")
     run.set_defaults(func=run_eval)
 

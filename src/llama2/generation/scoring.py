@@ -120,7 +120,7 @@ def _chunks(group: _Group, batch_tokens: int, max_rows: int) -> Iterator[list[_I
 
 def _run_prefix(model: Transformer, prefix: Tokens, device: torch.device) -> KVCache:
     """The shared prefix's keys and values, computed once (one row)."""
-    cache = KVCache(model.args, 1, len(prefix), dtype=model.tok_embeddings.weight.dtype, device=device)
+    cache = KVCache(model.args, 1, len(prefix), dtype=model.tok_embeddings.weight.dtype, device=device, zeroed=False)
     model.hidden_states(torch.tensor([prefix], device=device), 0, cache=cache)
     return cache
 
@@ -138,7 +138,9 @@ def _suffix_hidden_states(
     tokens = tokens.to(device)
     if prefix_cache is None:
         return model.hidden_states(tokens)
-    cache = KVCache(model.args, len(chunk), prefix + width, dtype=prefix_cache.k.dtype, device=device)
+    # Every slot is written before it is read: the prefix is copied in, the suffix (padding too) is
+    # computed, and the cache is exactly prefix + width long — so no zero-fill is needed.
+    cache = KVCache(model.args, len(chunk), prefix + width, dtype=prefix_cache.k.dtype, device=device, zeroed=False)
     cache.k[:, :, :, :prefix] = prefix_cache.k[:, :1, :, :prefix]
     cache.v[:, :, :, :prefix] = prefix_cache.v[:, :1, :, :prefix]
     return model.hidden_states(tokens, prefix, cache=cache)

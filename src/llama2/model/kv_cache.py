@@ -23,12 +23,16 @@ class KVCache:
         *,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        zeroed: bool = True,
     ) -> None:
+        """`zeroed=False` skips clearing the buffers, for callers that write every slot before
+        reading it (scoring a fixed set of tokens); decoding keeps zeros, as idle rows read stale slots."""
         self.max_seq_len = max_seq_len or args.max_seq_len
         self.batch_size = batch_size
         shape = (args.n_layers, batch_size, args.kv_heads, self.max_seq_len, args.head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        make = torch.zeros if zeroed else torch.empty
+        self.k = make(shape, dtype=dtype, device=device)
+        self.v = make(shape, dtype=dtype, device=device)
 
     def write(
         self, layer: int, k: torch.Tensor, v: torch.Tensor, start_pos: int, positions: torch.Tensor | None
