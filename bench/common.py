@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 # ---------------------------------------------------------------------------------------------- machine
@@ -201,3 +202,14 @@ def synthetic_sentencepiece(vocab_size: int = 32000) -> bytes:
     for i in range(vocab_size - len(proto.pieces)):
         proto.pieces.add(piece=f"\u2581p{i}", score=-float(i), type=piece_type.NORMAL)
     return proto.SerializeToString()
+
+
+def source_version() -> str:
+    """The git commit of the code measured, marked when src/ has uncommitted changes."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=root, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (commit or "unknown") + (" + uncommitted changes in src/" if dirty else "")

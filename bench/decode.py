@@ -43,6 +43,7 @@ from common import (  # noqa: E402  (bench/ is a folder of scripts, not a packag
     read_bandwidth_gbs,
     OtherLoad,
     run_worker,
+    source_version,
     synthetic_sentencepiece,
     wait_until_quiet,
 )
@@ -479,19 +480,6 @@ def render(results: dict, shape: dict, opts: argparse.Namespace, probes: dict[st
         if a is not None and b is not None:
             lines.append(f"target {text}: {a / b:.2f}x, {'met' if a / b >= goal else 'NOT met'}")
     return "\n".join(lines)
-
-
-def source_version() -> str:
-    """The git commit of the code measured, marked when src/ has uncommitted changes."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=root, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
-    return (commit or "unknown") + (" + uncommitted changes in src/" if dirty else "")
 
 
 def benchmark(opts: argparse.Namespace) -> None:

@@ -36,7 +36,6 @@ import json
 import os
 import random
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +48,7 @@ from common import (  # noqa: E402  (bench/ is a folder of scripts, not a packag
     markdown_table,
     peak_rss_mb,
     run_worker,
+    source_version,
     wait_until_quiet,
 )
 
@@ -267,17 +267,6 @@ def read_answers(data: Path, subjects: list[str]) -> dict[str, str]:
             for i, row in enumerate(csv.reader(handle)):
                 answers[f"{subject}/{i}"] = row[5]
     return answers
-
-
-def source_version() -> str:
-    """The git commit of the code measured, marked when src/ has uncommitted changes."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=root, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
-    return (commit or "unknown") + (" + uncommitted changes in src/" if dirty else "")
 
 
 def configurations(opts: argparse.Namespace) -> list[tuple[str, int]]:
