@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llama2.api import Llama
-from llama2.errors import ProviderError
+from llama2.errors import ContextLengthError, ProviderError
 from llama2.providers.base import GenerateRequest, LoglikelihoodRequest
 from llama2.providers.local import LocalProvider
 from llama2.providers.registry import load_provider
@@ -47,6 +47,20 @@ def test_batching_equals_one_at_a_time_for_greedy(provider):
     alone = [asyncio.run(provider.generate([r]))[0] for r in requests]
     assert [c.text for c in together] == [c.text for c in alone]
     assert [c.completion_tokens for c in together] == [c.completion_tokens for c in alone]
+
+
+def test_max_new_tokens_is_a_ceiling_at_the_end_of_the_window(provider, llama):
+    """A benchmark's generous max_new_tokens stops at the window's end; a prompt that does not fit fails."""
+    window = llama.args.max_seq_len
+    prompt_len = len(llama.tokenizer.encode(PROMPTS[0], bos=True, eos=False))
+    greedy = SamplingParams(max_new_tokens=window * 2, temperature=0.0)
+    [completion] = asyncio.run(provider.generate([GenerateRequest(PROMPTS[0], greedy)]))
+    [expected] = llama.generate(PROMPTS[0], max_new_tokens=window - prompt_len, temperature=0.0)
+    assert completion.text == expected.text
+    if completion.finish_reason == "length":
+        assert completion.prompt_tokens + completion.completion_tokens == window
+    with pytest.raises(ContextLengthError):
+        asyncio.run(provider.generate([GenerateRequest("once " * window, greedy)]))
 
 
 def test_mixed_sampling_settings_keep_request_order(provider):

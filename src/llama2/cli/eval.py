@@ -111,6 +111,10 @@ def _print_human(results: list[TaskResult], differences: list[dict], output: Pat
     failed = sum(summary["failures"]["count"] for summary in summaries)
     if failed:
         print(f"{failed} sample(s) failed after retries and were left out; rerun to retry them")
+        for summary in summaries:  # the first reason per task: usually one cause explains them all
+            if summary["failures"]["samples"]:
+                first = summary["failures"]["samples"][0]
+                print(f"  {summary['task']} on {summary['model']}, e.g. {first['id']}: {first['error']}")
     print(f"results in {output}/")
 
 

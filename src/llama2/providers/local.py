@@ -14,11 +14,12 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from llama2.api import Llama
 from llama2.errors import ConfigError, ProviderError
+from llama2.model.chat_format import encode_dialog
 from llama2.model.checkpoint import resolve_model_path
 from llama2.model.config import PRESETS
 from llama2.model.tokenizer import Tokenizer
@@ -88,7 +89,7 @@ class LocalProvider(Provider):
 
     def _generate_batched(self, requests: list[GenerateRequest]) -> list[Completion]:
         groups: dict[tuple[bool, SamplingParams], list[int]] = {}
-        for i, request in enumerate(requests):
+        for i, request in enumerate(map(self._fit_to_window, requests)):
             groups.setdefault((request.is_chat, request.params), []).append(i)
         completions: list[Completion | None] = [None] * len(requests)
         for (is_chat, params), indices in groups.items():
@@ -106,12 +107,29 @@ class LocalProvider(Provider):
                 )
         return completions  # type: ignore[return-value]
 
+    def _fit_to_window(self, request: GenerateRequest) -> GenerateRequest:
+        """`max_new_tokens` is a ceiling, as in OpenAI's API when it is left out and in lm-eval's
+        `max_gen_toks`: a benchmark asking for 1024 new tokens of a 512-token model gets what fits
+        and finish_reason "length". A prompt that does not fit stays an error (never cut)."""
+        wanted = request.params.max_new_tokens
+        if wanted is None:
+            return request
+        if request.is_chat:
+            prompt_len = len(encode_dialog(self._tokenizer(), request.prompt))
+        else:
+            prompt_len = len(self._tokenizer().encode(request.prompt, bos=True, eos=False))
+        room = self.llama.args.max_seq_len - prompt_len
+        if 0 < room < wanted:
+            return replace(request, params=replace(request.params, max_new_tokens=room))
+        return request
+
     async def stream(self, request: GenerateRequest) -> AsyncIterator[StreamDelta]:
         async with self._lock:
             async for delta in iterate_in_thread(lambda: self._deltas(request)):
                 yield delta
 
     def _deltas(self, request: GenerateRequest) -> Iterator[StreamDelta]:
+        request = self._fit_to_window(request)
         if request.is_chat:
             source = self.llama.stream_chat(request.prompt, **asdict(request.params))
         else:
