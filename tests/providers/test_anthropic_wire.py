@@ -13,7 +13,7 @@ from llama2.providers.base import GenerateRequest, LoglikelihoodRequest
 from llama2.providers.registry import load_provider
 from llama2.types import SamplingParams
 
-from .wire import Reply, WireServer, sse
+from .wire import Reply, WireServer, generate_and_close, sse, stream_and_close
 
 KEY = "sk-ant-test-0123456789abcdef"
 MODEL = "claude-3-5-sonnet-20241022"
@@ -56,16 +56,6 @@ def message_events(pieces: list[str]) -> list[str]:
 
 def anthropic_error(status: int, kind: str, text: str, headers: dict | None = None) -> Reply:
     return Reply(status, {"type": "error", "error": {"type": kind, "message": text}}, headers=headers or {})
-
-
-async def generate_and_close(provider, requests):
-    async with provider:
-        return await provider.generate(requests)
-
-
-async def stream_and_close(provider, request):
-    async with provider:
-        return [delta async for delta in provider.stream(request)]
 
 
 def test_messages_request_and_reply(monkeypatch):

@@ -15,7 +15,7 @@ from llama2.providers.base import GenerateRequest, LoglikelihoodRequest
 from llama2.providers.registry import load_provider
 from llama2.types import SamplingParams
 
-from .wire import Reply, WireServer, sse
+from .wire import Reply, WireServer, generate_and_close, sse, stream_and_close
 
 KEY = "sk-test-0123456789abcdef"
 DIALOG = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
@@ -48,16 +48,6 @@ def chat_chunks(pieces: list[str], model: str = "gpt-4o-2024-08-06") -> list[str
 def openai_error(status: int, message: str, headers: dict | None = None) -> Reply:
     return Reply(status, {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}},
                  headers=headers or {})
-
-
-async def generate_and_close(provider, requests):
-    async with provider:
-        return await provider.generate(requests)
-
-
-async def stream_and_close(provider, request):
-    async with provider:
-        return [delta async for delta in provider.stream(request)]
 
 
 # ---- OpenAI -------------------------------------------------------------------------------------

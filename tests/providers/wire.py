@@ -104,3 +104,15 @@ class WireServer:
                 """Quiet: the test asserts on `seen` instead."""
 
         return Handler
+
+
+async def generate_and_close(provider, requests):
+    """Answer `requests` and close the provider (its HTTP client) in the same event loop."""
+    async with provider:
+        return await provider.generate(requests)
+
+
+async def stream_and_close(provider, request):
+    """All stream deltas of one request, then close the provider in the same event loop."""
+    async with provider:
+        return [delta async for delta in provider.stream(request)]
