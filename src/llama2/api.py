@@ -111,7 +111,7 @@ class Llama:
         prompts = [encode_dialog(self._require_tokenizer(), d, system_prompt=system_prompt) for d in _dialogs(dialogs)]
         results = self.engine.generate(prompts, _sampling(**sampling))
         for result in results:
-            result.text = _drop_format_space(result.text)
+            result.text = drop_format_space(result.text)
         return results
 
     def stream_chat(self, dialog: Dialog, *, system_prompt: str | None = None, **sampling) -> Iterator[StreamDelta]:
@@ -120,7 +120,7 @@ class Llama:
         started = False
         for delta in self.engine.stream([prompt], _sampling(**sampling)):
             if not started and delta.text:
-                delta.text, started = _drop_format_space(delta.text), True
+                delta.text, started = drop_format_space(delta.text), True
             yield delta
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
@@ -178,7 +178,7 @@ def _sampling(stop: Sequence[str] = (), **fields) -> SamplingParams:
     return SamplingParams(stop=tuple(stop), **fields)
 
 
-def _drop_format_space(text: str) -> str:
+def drop_format_space(text: str) -> str:
     """The chat format writes "[/INST] {answer}": the space before the answer is the format's."""
     return text[1:] if text.startswith(" ") else text
 

@@ -53,11 +53,29 @@ class GenerationResult:
         return len(self.tokens)
 
 
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token as OpenAI's `logprobs` show it: its text and bytes, its log-probability,
+    and the most likely alternatives at that position as (text, bytes, logprob)."""
+
+    token: str
+    bytes: bytes
+    logprob: float
+    top: tuple[tuple[str, bytes, float], ...] = ()
+
+
 @dataclass
 class StreamDelta:
-    """A piece of streamed output for sequence `index`: new text (never a split UTF-8 character)."""
+    """A piece of streamed output for sequence `index`: new text (never a split UTF-8 character),
+    the token ids that arrived with it and, when asked for, their log-probabilities. The last piece
+    of a sequence carries its finish reason and token counts (what a streamed usage block needs)."""
 
     index: int
     text: str
     tokens: list[int] = field(default_factory=list)
     finish_reason: FinishReason | None = None
+    logprobs: list[float] | None = None
+    top_logprobs: list[dict[int, float]] | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    token_logprobs: list[TokenLogprob] | None = None  # filled by providers, for the server

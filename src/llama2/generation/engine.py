@@ -1,13 +1,16 @@
 """The one generation engine: batched, KV-cached sampling with streaming, used by the CLI, the
 benchmarks, the server and RLHF sampling alike (DESIGN.md, "One engine").
 
-Prompts of different lengths share a batch: the prompt block is right-padded and prefilled in one
+Prompts of different lengths share a batch: joining prompts are right-padded and prefilled in one
 forward pass, then every row decodes at its own position (`KVCache` rows are independent), so no
-row ever attends to another row's padding.
+row ever attends to another row's padding. Batches are continuous (`DecodeBatch`): a sequence that
+finishes frees its row for a waiting one at the next step, both for a list of prompts here and for
+the requests the server's scheduler (`scheduler.py`) admits as they arrive.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -29,7 +32,11 @@ def _no_text(tokens: list[int]) -> str:
 
 @dataclass
 class _Sequence:
-    """Book-keeping for one prompt while it decodes."""
+    """Book-keeping for one prompt while it decodes.
+
+    `length` is how many of its tokens the KV cache holds; `pending` is the token sampled last and
+    not yet fed (it goes into slot `length` at the next step).
+    """
 
     index: int
     prompt: list[int]
@@ -37,11 +44,15 @@ class _Sequence:
     max_new: int
     decoder: IncrementalDecoder
     stopper: StopStringChecker
+    generator: torch.Generator | None = None
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[dict[int, float]] = field(default_factory=list)
     shown: str = ""
     finish_reason: str | None = None
+    length: int = 0
+    pending: int = 0
+    cancelled: bool = False
 
     def visible_text(self) -> str:
         return self.stopper.final_text if self.stopper.final_text is not None else self.decoder.text
@@ -55,6 +66,28 @@ class _Sequence:
             logprobs=list(self.logprobs) if self.params.logprobs else None,
             top_logprobs=list(self.top_logprobs) if self.params.top_logprobs else None,
         )
+
+    def delta(self, token: int | None) -> StreamDelta | None:
+        """The text this step made safe to show (never a split character, never the start of a
+        stop string), or None when the step showed nothing new and did not finish the sequence."""
+        safe, _ = self.stopper.update(self.decoder.text)
+        if self.finish_reason is not None:
+            safe = self.visible_text()
+        text, self.shown = safe[len(self.shown):], safe
+        if not (text or self.finish_reason is not None or token is not None):
+            return None
+        tokens = [] if token is None else [token]
+        delta = StreamDelta(self.index, text, tokens, self.finish_reason)  # type: ignore[arg-type]
+        if token is not None and self.params.logprobs:
+            delta.logprobs = self.logprobs[-1:]
+        if token is not None and self.params.top_logprobs:
+            delta.top_logprobs = self.top_logprobs[-1:]
+        if self.finish_reason is not None:
+            delta.prompt_tokens, delta.completion_tokens = len(self.prompt), len(self.tokens)
+        return delta
+
+
+Stepped = list[tuple[_Sequence, "int | None"]]
 
 
 class Engine:
@@ -91,43 +124,47 @@ class Engine:
         self, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams]
     ) -> list[GenerationResult]:
         """Complete every prompt (token ids); results come back in prompt order."""
-        results: dict[int, GenerationResult] = {}
-        for batch in self._batches(prompts, params):
-            for _ in self._decode(batch):
-                pass
-            results.update((seq.index, seq.result()) for seq in batch)
-        return [results[i] for i in range(len(prompts))]
+        sequences = self.sequences(prompts, params)
+        for _ in self._run(sequences):
+            pass
+        return [seq.result() for seq in sequences]
 
     def stream(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams]
     ) -> Iterator[StreamDelta]:
-        """Yield text deltas as tokens arrive; each sequence's last delta carries its finish_reason.
+        """Yield text deltas as tokens arrive; each sequence's last delta carries its finish_reason
+        and token counts. Deltas never split a multi-byte character and never show the start of a
+        stop string."""
+        for stepped in self._run(self.sequences(prompts, params)):
+            for seq, token in stepped:
+                delta = seq.delta(token)
+                if delta is not None:
+                    yield delta
 
-        Deltas never split a multi-byte character and never show the start of a stop string.
-        """
-        for batch in self._batches(prompts, params):
-            for stepped in self._decode(batch):
-                for seq, token in stepped:
-                    safe, _ = seq.stopper.update(seq.decoder.text)
-                    if seq.finish_reason is not None:
-                        safe = seq.visible_text()
-                    delta, seq.shown = safe[len(seq.shown):], safe
-                    if delta or seq.finish_reason is not None or token is not None:
-                        tokens = [] if token is None else [token]
-                        yield StreamDelta(seq.index, delta, tokens, seq.finish_reason)
+    def _run(self, sequences: list[_Sequence]) -> Iterator[Stepped]:
+        """Decode all sequences with at most `max_batch_size` at a time: shortest prompts first, and
+        a waiting one joins as soon as a row frees up (the same continuous batching the server's
+        scheduler does), yielding every admission's and every step's (sequence, token) pairs."""
+        waiting = deque(sorted(sequences, key=lambda seq: len(seq.prompt)))
+        batch = DecodeBatch(self)
+        while waiting or batch.rows:
+            room = self.max_batch_size - len(batch.rows)
+            if room and waiting:
+                yield batch.admit([waiting.popleft() for _ in range(min(room, len(waiting)))])
+            if batch.rows:
+                yield batch.step()
 
-    def _batches(self, prompts, params) -> Iterator[list[_Sequence]]:
-        """Validate, then group prompts into batches of similar length (less padding)."""
+    def sequences(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams]
+    ) -> list[_Sequence]:
+        """Validated book-keeping for each prompt; every problem is raised before any decoding."""
         if isinstance(params, SamplingParams):
             params = [params] * len(prompts)
         if len(params) != len(prompts):
             raise ConfigError(f"got {len(prompts)} prompts but {len(params)} sampling settings")
-        sequences = [self._new_sequence(i, list(p), sp) for i, (p, sp) in enumerate(zip(prompts, params))]
-        sequences.sort(key=lambda seq: len(seq.prompt))
-        for start in range(0, len(sequences), self.max_batch_size):
-            yield sequences[start : start + self.max_batch_size]
+        return [self.new_sequence(i, list(p), sp) for i, (p, sp) in enumerate(zip(prompts, params))]
 
-    def _new_sequence(self, index: int, prompt: list[int], params: SamplingParams) -> _Sequence:
+    def new_sequence(self, index: int, prompt: list[int], params: SamplingParams) -> _Sequence:
         vocab = self.model.args.vocab_size
         if not prompt:
             raise ConfigError(f"prompt {index} is empty; give at least one token (usually BOS)")
@@ -149,86 +186,31 @@ class Engine:
             raise ConfigError("stop strings need a tokenizer to decode text; this model has none")
         if params.temperature < 0 or not 0 < params.top_p <= 1 or params.top_k < 0:
             raise ConfigError("need temperature >= 0, 0 < top_p <= 1 and top_k >= 0")
-        max_new = room if params.max_new_tokens is None else params.max_new_tokens
+        if params.max_new_tokens is not None and params.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens is {params.max_new_tokens}; ask for at least 1 new token")
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(params.seed)
         return _Sequence(
             index=index,
             prompt=prompt,
             params=params,
-            max_new=max_new,
+            max_new=room if params.max_new_tokens is None else params.max_new_tokens,
             decoder=IncrementalDecoder(self.decode or _no_text, prompt[-1:]),
             stopper=StopStringChecker(params.stop),
+            generator=generator,
         )
 
-    @torch.inference_mode()
-    def _decode(self, batch: list[_Sequence]) -> Iterator[list[tuple[_Sequence, int | None]]]:
-        """Run one batch to completion, yielding after every step the (sequence, new token) pairs of
-        the rows that were still active (token None for a row that just finished on EOS)."""
-        device, size = self.device, len(batch)
-        lengths = [len(seq.prompt) for seq in batch]
-        cache = KVCache(
-            self.model.args,
-            size,
-            max(n + seq.max_new for n, seq in zip(lengths, batch)),
-            dtype=self.model.tok_embeddings.weight.dtype,
-            device=device,
-        )
-        sampling = RowSampling.build(
-            [seq.params.temperature for seq in batch],
-            [seq.params.top_p for seq in batch],
-            [seq.params.top_k for seq in batch],
-            [seq.params.seed for seq in batch],
-            device,
-        )
-        logits = self._prefill(batch, lengths, cache)
-        positions = list(lengths)
-        while True:
-            next_tokens = sample_next(logits, sampling).tolist()
-            stepped = self._accept(batch, next_tokens, logits)
-            yield stepped
-            if all(seq.finish_reason is not None for seq in batch):
-                return
-            logits = self._step(batch, next_tokens, positions, cache)
-
-    def _prefill(self, batch: list[_Sequence], lengths: list[int], cache: KVCache) -> torch.Tensor:
-        """One forward pass over the right-padded prompts; last-prompt-token logits `(B, V)`."""
-        width = max(lengths)
-        tokens = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, seq in enumerate(batch):
-            tokens[row, : len(seq.prompt)] = torch.tensor(seq.prompt)
-        hidden = self.model.hidden_states(tokens.to(self.device), 0, cache=cache)
-        last = hidden[torch.arange(len(batch), device=self.device), torch.tensor(lengths, device=self.device) - 1]
-        return self.model.output(last).float()
-
-    def _step(
-        self, batch: list[_Sequence], next_tokens: list[int], positions: list[int], cache: KVCache
-    ) -> torch.Tensor:
-        """Feed each row's new token at its own position; finished rows idle in place.
-
-        `positions[row]` is the row's next free cache slot; a finished row keeps rewriting its last
-        slot, which nothing reads any more.
-        """
-        where = [min(p, cache.max_seq_len - 1) for p in positions]  # the slots the fed tokens occupy
-        for row, seq in enumerate(batch):
-            if seq.finish_reason is None:
-                positions[row] += 1
-        feed = torch.tensor(next_tokens, device=self.device)[:, None]
-        if all(seq.finish_reason is None for seq in batch) and len(set(where)) == 1:
-            return self.model(feed, where[0], cache=cache)[:, 0]
-        pos = torch.tensor(where, device=self.device)[:, None]
-        return self.model(feed, cache=cache, positions=pos, mask=causal_mask(pos, max(where) + 1))[:, 0]
-
-    def _accept(
-        self, batch: list[_Sequence], next_tokens: list[int], logits: torch.Tensor
-    ) -> list[tuple[_Sequence, int | None]]:
-        """Append each active row's token, record logprobs, and decide which rows finish."""
-        want_logprobs = any(seq.params.logprobs or seq.params.top_logprobs for seq in batch)
+    def accept(self, rows: list[_Sequence], next_tokens: list[int], logits: torch.Tensor) -> Stepped:
+        """Append each row's token, record logprobs, and decide which rows finish."""
+        want_logprobs = any(seq.params.logprobs or seq.params.top_logprobs for seq in rows)
         log_probs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
-        stepped = []
-        for row, (seq, token) in enumerate(zip(batch, next_tokens)):
-            if seq.finish_reason is not None:
-                continue
+        stepped: Stepped = []
+        for row, (seq, token) in enumerate(zip(rows, next_tokens)):
+            seq.pending = token
             if token == self.eos_id:
                 seq.finish_reason = "stop"
+                seq.decoder.flush()
                 stepped.append((seq, None))
                 continue
             seq.tokens.append(token)
@@ -271,3 +253,94 @@ class Engine:
                     f"window holds {self.max_seq_len}"
                 )
         return score_loglikelihood(self.model, requests, batch_tokens=batch_tokens, max_rows=self.max_batch_size * 4)
+
+
+class DecodeBatch:
+    """The sequences decoding together and their KV cache (iteration-level scheduling, as Orca and
+    vLLM do it): sequences join between steps (`admit` prefills them into free rows) and leave when
+    they finish or are cancelled, the last row moving into the freed one so the active rows stay
+    packed at the front and each step computes exactly them. The cache starts as large as the
+    first sequences need and grows when a longer one joins."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.rows: list[_Sequence] = []
+        self.cache: KVCache | None = None
+        self._sampling: RowSampling | None = None
+
+    @torch.inference_mode()
+    def admit(self, joining: list[_Sequence]) -> Stepped:
+        """Prefill `joining` (right-padded, one forward pass) into the rows after the active ones and
+        sample each one's first token. Sequences that finish at once (EOS, max_new_tokens 1) leave."""
+        engine, start = self.engine, len(self.rows)
+        self._reserve(start + len(joining), max(len(seq.prompt) + seq.max_new for seq in joining))
+        assert self.cache is not None
+        lengths = [len(seq.prompt) for seq in joining]
+        tokens = torch.zeros((len(joining), max(lengths)), dtype=torch.long)
+        for row, seq in enumerate(joining):
+            tokens[row, : len(seq.prompt)] = torch.tensor(seq.prompt)
+            seq.length = len(seq.prompt)
+        view = self.cache.rows(start, start + len(joining))
+        hidden = engine.model.hidden_states(tokens.to(engine.device), 0, cache=view)
+        rows = torch.arange(len(joining), device=engine.device)
+        last = hidden[rows, torch.tensor(lengths, device=engine.device) - 1]
+        logits = engine.model.output(last).float()
+        sampling = self._row_sampling(joining, engine.device)
+        stepped = engine.accept(joining, sample_next(logits, sampling).tolist(), logits)
+        self.rows += joining
+        self._sampling = None
+        self._drop_finished()
+        return stepped
+
+    @torch.inference_mode()
+    def step(self) -> Stepped:
+        """Feed every active row its pending token at its own position and sample the next one."""
+        assert self.cache is not None and self.rows
+        engine = self.engine
+        feed = torch.tensor([seq.pending for seq in self.rows], device=engine.device)[:, None]
+        where = [seq.length for seq in self.rows]
+        if len(set(where)) == 1:
+            logits = engine.model(feed, where[0], cache=self.cache)[:, 0]
+        else:
+            pos = torch.tensor(where, device=engine.device)[:, None]
+            logits = engine.model(feed, cache=self.cache, positions=pos, mask=causal_mask(pos, max(where) + 1))[:, 0]
+        for seq in self.rows:
+            seq.length += 1
+        if self._sampling is None:
+            self._sampling = self._row_sampling(self.rows, engine.device)
+        stepped = engine.accept(self.rows, sample_next(logits, self._sampling).tolist(), logits)
+        self._drop_finished()
+        return stepped
+
+    def remove(self, seq: _Sequence) -> None:
+        """Take `seq` out of the batch (finished or cancelled), freeing its row for the next step."""
+        assert self.cache is not None
+        row, last = self.rows.index(seq), len(self.rows) - 1
+        if row != last:
+            self.cache.move_row(last, row, self.rows[last].length)
+            self.rows[row] = self.rows[last]
+        self.rows.pop()
+        self._sampling = None
+
+    def _drop_finished(self) -> None:
+        for seq in [seq for seq in self.rows if seq.finish_reason is not None]:
+            self.remove(seq)
+
+    def _reserve(self, rows: int, length: int) -> None:
+        args, engine = self.engine.model.args, self.engine
+        if self.cache is None:
+            dtype = engine.model.tok_embeddings.weight.dtype
+            self.cache = KVCache(args, rows, length, dtype=dtype, device=engine.device)
+        elif rows > self.cache.batch_size or length > self.cache.max_seq_len:
+            # Grow geometrically so a stream of ever-longer sequences costs few copies.
+            grown = min(max(length, 2 * self.cache.max_seq_len), engine.max_seq_len)
+            self.cache.grow(rows, grown if length > self.cache.max_seq_len else self.cache.max_seq_len)
+
+    @staticmethod
+    def _row_sampling(rows: list[_Sequence], device: torch.device) -> RowSampling:
+        return RowSampling(
+            temperature=torch.tensor([seq.params.temperature for seq in rows], dtype=torch.float32, device=device),
+            top_p=torch.tensor([seq.params.top_p for seq in rows], dtype=torch.float32, device=device),
+            top_k=torch.tensor([seq.params.top_k for seq in rows], dtype=torch.long, device=device),
+            generators=[seq.generator for seq in rows],
+        )

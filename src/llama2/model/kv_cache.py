@@ -1,7 +1,9 @@
 """The key/value cache the engine allocates and passes into `Transformer.forward`.
 
 Rows of the cache are independent sequences: each has its own positions, so rows of different
-lengths can decode side by side (static batches now, continuous batching in the server later).
+lengths can decode side by side, and sequences can join and leave a running batch (continuous
+batching): a joining sequence is prefilled into a row view, a leaving one's row is overwritten by
+the last row's (`move_row`), and the buffers grow when a longer sequence joins (`grow`).
 Keys are stored after rotary embedding, as in Meta's code, so a cached key never needs re-rotating.
 """
 
@@ -48,6 +50,36 @@ class KVCache:
             # Advanced indices around a slice put their dims first: the target view is (B, T, n_kv, hd).
             self.k[layer][rows, :, positions] = k.to(self.k.dtype)
             self.v[layer][rows, :, positions] = v.to(self.v.dtype)
+
+    @classmethod
+    def _wrap(cls, k: torch.Tensor, v: torch.Tensor) -> "KVCache":
+        cache = cls.__new__(cls)
+        cache.k, cache.v = k, v
+        cache.batch_size, cache.max_seq_len = k.shape[1], k.shape[3]
+        return cache
+
+    def rows(self, start: int, stop: int) -> "KVCache":
+        """A cache over rows `start..stop-1` sharing these buffers: prefilling it fills those rows."""
+        return KVCache._wrap(self.k[:, start:stop], self.v[:, start:stop])
+
+    def move_row(self, source: int, target: int, length: int) -> None:
+        """Copy the first `length` slots of row `source` into row `target`."""
+        self.k[:, target, :, :length] = self.k[:, source, :, :length]
+        self.v[:, target, :, :length] = self.v[:, source, :, :length]
+
+    def grow(self, batch_size: int, max_seq_len: int) -> None:
+        """Enlarge the buffers to at least `batch_size` rows of `max_seq_len` slots, keeping the
+        contents; new slots are zero (decoding reads idle slots through a mask, and 0 * NaN is NaN)."""
+        batch_size, max_seq_len = max(batch_size, self.batch_size), max(max_seq_len, self.max_seq_len)
+        if (batch_size, max_seq_len) == (self.batch_size, self.max_seq_len):
+            return
+        shape = (self.k.shape[0], batch_size, self.k.shape[2], max_seq_len, self.k.shape[4])
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = torch.zeros(shape, dtype=old.dtype, device=old.device)
+            new[:, : self.batch_size, :, : self.max_seq_len] = old
+            setattr(self, name, new)
+        self.batch_size, self.max_seq_len = batch_size, max_seq_len
 
     def read(self, layer: int, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values `(B, n_kv, length, hd)` of the first `length` positions."""

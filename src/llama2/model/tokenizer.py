@@ -111,6 +111,15 @@ class Tokenizer:
                 raise TokenizerError(f"token id {i} is out of range for a vocabulary of {self.n_words} (valid: {valid})")
         return self.sp.decode(ids)
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The UTF-8 bytes one token stands for on its own: "▁" is a space, a byte-fallback piece
+        `<0xE2>` is that byte, a control token (BOS, EOS) its piece text. For showing tokens one by
+        one (OpenAI's logprobs); text is always decoded from whole id sequences."""
+        piece = self.sp.id_to_piece(token_id)
+        if self.sp.is_byte(token_id):
+            return bytes([int(piece[3:-1], 16)])
+        return piece.replace("\u2581", " ").encode("utf-8")
+
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model as a SentencePiece file, atomically; a directory gets `tokenizer.model`."""
         path = Path(path)

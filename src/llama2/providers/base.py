@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from llama2.errors import UnsupportedError
-from llama2.types import Dialog, SamplingParams, StreamDelta
+from llama2.types import Dialog, SamplingParams, StreamDelta, TokenLogprob
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Completion:
     latency_s: float = 0.0
     cost_usd: float | None = None
     logprobs: list[float] | None = None
+    token_logprobs: list[TokenLogprob] | None = None  # with token texts, where the backend gives them
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,11 @@ class Provider(ABC):
         """Yield the answer in pieces as it is produced (`index` is 0; the last piece has a
         `finish_reason`). Backends without streaming yield the whole answer as one piece."""
         (completion,) = await self.generate([request])
-        yield StreamDelta(index=0, text=completion.text, finish_reason=completion.finish_reason)
+        yield StreamDelta(
+            index=0, text=completion.text, finish_reason=completion.finish_reason,  # type: ignore[arg-type]
+            logprobs=completion.logprobs,
+            prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+        )
 
     async def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
         raise UnsupportedError(f"{self.spec} cannot score log-likelihoods; evaluate it by generation instead")

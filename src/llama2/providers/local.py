@@ -2,10 +2,11 @@
 `local:/path/to/checkpoint` (Meta or Hugging Face folder, or .gguf) or `local:tiny` (a preset with
 seeded random weights; give it a tokenizer with `tokenizer=PATH` to use text).
 
-The engine is synchronous and one model must never run in two threads at once, so every call holds
-an `asyncio.Lock` and runs in a worker thread: the event loop stays free for other providers and
-users while the model computes. A list of requests becomes one engine call per (kind, sampling
-settings) group, so a benchmark's thousand prompts are decoded in batches, not one by one.
+One model must never compute in two threads at once, and many callers (a benchmark's thousand
+prompts, the server's concurrent users) should share its forward passes: every call goes to the
+model's `Scheduler`, whose one worker thread runs continuous batching over all submitted requests
+and the scoring jobs between steps. The event loop never blocks on the model; results hop back to
+it with `call_soon_threadsafe`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import asdict, replace
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from llama2.api import Llama
+from llama2.api import Llama, drop_format_space
 from llama2.errors import ConfigError, ProviderError
 from llama2.model.chat_format import encode_dialog
 from llama2.model.checkpoint import resolve_model_path
@@ -33,10 +34,29 @@ from llama2.providers.base import (
 )
 from llama2.providers.fingerprint import checkpoint_fingerprint, weights_fingerprint
 from llama2.providers.scoring import move_trailing_space, rolling_windows
-from llama2.providers.threads import iterate_in_thread
-from llama2.types import SamplingParams, StreamDelta
+from llama2.generation.scheduler import Scheduler, Sink
+from llama2.types import GenerationResult, StreamDelta, TokenLogprob
 
 LOAD_OPTIONS = ("dtype", "device", "seed", "tokenizer")
+SCHEDULER_OPTIONS = ("max_batch_size", "max_queue")
+DEFAULT_MAX_QUEUE = 4096  # a benchmark submits its chunk at once; the server sets its own bound
+
+
+def _result_sink(loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> Sink:
+    """A scheduler sink that resolves `future` (on its loop) with the result or the error."""
+
+    def settle(event: object) -> None:
+        if not future.done():
+            if isinstance(event, BaseException):
+                future.set_exception(event)
+            else:
+                future.set_result(event)
+
+    def sink(event: object) -> None:
+        if isinstance(event, (GenerationResult, BaseException)):
+            loop.call_soon_threadsafe(settle, event)
+
+    return sink
 
 
 def is_preset(target: str) -> bool:
@@ -47,21 +67,32 @@ def is_preset(target: str) -> bool:
 class LocalProvider(Provider):
     """A `Llama` answering through the provider interface. Everything is supported."""
 
-    def __init__(self, llama: Llama, *, spec: str, fingerprint: str) -> None:
+    def __init__(
+        self,
+        llama: Llama,
+        *,
+        spec: str,
+        fingerprint: str,
+        max_batch_size: int | None = None,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+    ) -> None:
         self.llama = llama
         self.spec = spec
         self.fingerprint = fingerprint
         self.capabilities = Capabilities(chat=True, text_completion=True, loglikelihood=True, streaming=True)
-        self._lock = asyncio.Lock()
+        self.scheduler = Scheduler(llama.engine, max_batch_size=max_batch_size, max_queue=max_queue)
 
     @classmethod
     def from_spec(cls, spec: str, target: str, **options: object) -> "LocalProvider":
-        """Load `target`. Options: dtype, device, seed (presets' weights), tokenizer (a path)."""
-        unknown = sorted(set(options) - set(LOAD_OPTIONS))
+        """Load `target`. Options: dtype, device, seed (presets' weights), tokenizer (a path), and
+        the scheduler's max_batch_size (rows decoding together) and max_queue (requests waiting)."""
+        unknown = sorted(set(options) - set(LOAD_OPTIONS) - set(SCHEDULER_OPTIONS))
         if unknown:
             raise ProviderError(
-                f"{spec}: unknown option(s) {', '.join(unknown)}; local models take {', '.join(LOAD_OPTIONS)}"
+                f"{spec}: unknown option(s) {', '.join(unknown)}; local models take "
+                f"{', '.join(LOAD_OPTIONS + SCHEDULER_OPTIONS)}"
             )
+        scheduling = {name: int(options.pop(name)) for name in SCHEDULER_OPTIONS if name in options}  # type: ignore[call-overload]
         tokenizer_path = options.pop("tokenizer", None)
         llama = Llama.from_pretrained(target, **options)  # type: ignore[arg-type]
         if tokenizer_path is not None:
@@ -73,7 +104,7 @@ class LocalProvider(Provider):
             if tokenizer_path is not None:
                 digest += hashlib.blake2b(llama.tokenizer.model_proto, digest_size=4).hexdigest()
         dtype = str(next(llama.model.parameters()).dtype).removeprefix("torch.")
-        return cls(llama, spec=spec, fingerprint=f"{digest}-{dtype}")
+        return cls(llama, spec=spec, fingerprint=f"{digest}-{dtype}", **scheduling)
 
     @property
     def identity(self) -> str:
@@ -81,31 +112,41 @@ class LocalProvider(Provider):
 
     # ---- generation -------------------------------------------------------------------------
 
+    @property
+    def context_window(self) -> int:
+        return self.llama.args.max_seq_len
+
+    def prompt_ids(self, request: GenerateRequest) -> list[int]:
+        """The token ids the model sees: the Llama 2 chat format for a dialog, BOS + text otherwise."""
+        if request.is_chat:
+            return encode_dialog(self._tokenizer(), request.prompt)
+        return self._tokenizer().encode(request.prompt, bos=True, eos=False)
+
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[Completion]:
+        """Submit every request to the scheduler at once (all or none) and wait for all of them."""
         if not requests:
             return []
-        async with self._lock:
-            return await asyncio.to_thread(self._generate_batched, list(requests))
-
-    def _generate_batched(self, requests: list[GenerateRequest]) -> list[Completion]:
-        groups: dict[tuple[bool, SamplingParams], list[int]] = {}
-        for i, request in enumerate(map(self._fit_to_window, requests)):
-            groups.setdefault((request.is_chat, request.params), []).append(i)
-        completions: list[Completion | None] = [None] * len(requests)
-        for (is_chat, params), indices in groups.items():
-            prompts = [requests[i].prompt for i in indices]
-            start = time.perf_counter()
-            if is_chat:
-                results = self.llama.chat(prompts, **asdict(params))
-            else:
-                results = self.llama.generate(prompts, **asdict(params))
-            latency = time.perf_counter() - start  # of the engine call that answered the group
-            for i, result in zip(indices, results):
-                completions[i] = Completion(
-                    result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens,
-                    latency_s=latency, logprobs=result.logprobs,
-                )
-        return completions  # type: ignore[return-value]
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in requests]
+        start = time.perf_counter()
+        items = []
+        for request, future in zip(map(self._fit_to_window, requests), futures):
+            items.append((self.prompt_ids(request), request.params, _result_sink(loop, future)))
+        tickets = self.scheduler.submit_many(items)
+        try:
+            results = await asyncio.gather(*futures)
+        finally:
+            for ticket in tickets:
+                ticket.cancel()  # a no-op for finished ones; frees the rows if the caller gave up
+        completions = []
+        for request, result in zip(requests, results):
+            text = drop_format_space(result.text) if request.is_chat else result.text
+            completions.append(Completion(
+                text, result.finish_reason, result.prompt_tokens, result.completion_tokens,
+                latency_s=time.perf_counter() - start, logprobs=result.logprobs,
+                token_logprobs=self._token_logprobs(result.tokens, result.logprobs, result.top_logprobs),
+            ))
+        return completions
 
     def _fit_to_window(self, request: GenerateRequest) -> GenerateRequest:
         """`max_new_tokens` is a ceiling, as in OpenAI's API when it is left out and in lm-eval's
@@ -124,20 +165,51 @@ class LocalProvider(Provider):
         return request
 
     async def stream(self, request: GenerateRequest) -> AsyncIterator[StreamDelta]:
-        async with self._lock:
-            async for delta in iterate_in_thread(lambda: self._deltas(request)):
-                yield delta
-
-    def _deltas(self, request: GenerateRequest) -> Iterator[StreamDelta]:
+        """Deltas as the scheduler produces them. Leaving the loop early (a client that went away)
+        cancels the request, which frees its row at the next step."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
         request = self._fit_to_window(request)
-        if request.is_chat:
-            source = self.llama.stream_chat(request.prompt, **asdict(request.params))
-        else:
-            prompt = self._tokenizer().encode(request.prompt, bos=True, eos=False)
-            source = self.llama.engine.stream([prompt], request.params)
-        for delta in source:
-            if delta.text or delta.finish_reason is not None:
-                yield StreamDelta(0, delta.text, delta.tokens, delta.finish_reason)
+        ticket = self.scheduler.submit(
+            self.prompt_ids(request), request.params, lambda event: loop.call_soon_threadsafe(queue.put_nowait, event)
+        )
+        started = not request.is_chat
+        try:
+            while True:
+                event = await queue.get()
+                if isinstance(event, BaseException):
+                    raise event
+                if isinstance(event, GenerationResult):
+                    return
+                if not started and event.text:
+                    event.text, started = drop_format_space(event.text), True
+                event.index = 0
+                if event.tokens and (event.logprobs is not None or event.top_logprobs is not None):
+                    event.token_logprobs = self._token_logprobs(event.tokens, event.logprobs, event.top_logprobs)
+                yield event
+        finally:
+            ticket.cancel()
+
+    def _token_logprobs(
+        self, ids: Sequence[int], logprobs: Sequence[float] | None, top: Sequence[dict[int, float]] | None
+    ) -> list[TokenLogprob] | None:
+        """The engine's per-token log-probabilities with each token's text, for OpenAI's logprobs."""
+        if logprobs is None and top is None:
+            return None
+        tokenizer = self._tokenizer()
+
+        def shown(token_id: int) -> tuple[str, bytes]:
+            raw = tokenizer.token_bytes(token_id)
+            return raw.decode("utf-8", errors="backslashreplace"), raw
+
+        out = []
+        for i, token_id in enumerate(ids):
+            alternatives = top[i] if top is not None else {}
+            logprob = logprobs[i] if logprobs is not None else alternatives.get(token_id, float("nan"))
+            out.append(TokenLogprob(
+                *shown(token_id), logprob, tuple((*shown(t), value) for t, value in alternatives.items())
+            ))
+        return out
 
     # ---- scoring ----------------------------------------------------------------------------
 
@@ -147,8 +219,7 @@ class LocalProvider(Provider):
         if not requests:
             return []
         pairs = [move_trailing_space(r.context, r.continuation) for r in requests]
-        async with self._lock:
-            scores = await asyncio.to_thread(self.llama.loglikelihood, pairs)
+        scores = await asyncio.wrap_future(self.scheduler.call(lambda: self.llama.loglikelihood(pairs)))
         return [Loglikelihood(logprob, greedy) for logprob, greedy in scores]
 
     async def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
@@ -163,11 +234,13 @@ class LocalProvider(Provider):
                 pairs.append(window)
         totals = [0.0] * len(texts)
         if pairs:
-            async with self._lock:
-                scores = await asyncio.to_thread(self.llama.engine.loglikelihood, pairs)
+            scores = await asyncio.wrap_future(self.scheduler.call(lambda: self.llama.engine.loglikelihood(pairs)))
             for i, (logprob, _) in zip(owners, scores):
                 totals[i] += logprob
         return totals
+
+    async def aclose(self) -> None:
+        self.scheduler.close()
 
     def _tokenizer(self) -> Tokenizer:
         if self.llama.tokenizer is None:

@@ -190,8 +190,11 @@ class RemoteProvider(Provider):
                 raise self.failure(exc) from exc
         finish = normalize_finish_reason(last.finish_reason)
         answer = Answer(last.text, finish, last.prompt_tokens or 0, last.completion_tokens or 0, last.model)
-        self.account(answer, time.perf_counter() - start)
-        yield StreamDelta(index=0, text="", finish_reason=finish)  # type: ignore[arg-type]
+        completion = self.account(answer, time.perf_counter() - start)
+        yield StreamDelta(
+            index=0, text="", finish_reason=finish,  # type: ignore[arg-type]
+            prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+        )
 
     async def call(self, make_call: Callable[[], Awaitable[T]]) -> T:
         """Run one API call within the concurrency and rate limits, mapping SDK failures."""
