@@ -6,6 +6,7 @@ checked before anything is loaded. The same command under `torchrun --nproc_per_
 with FSDP on N processes; `resume=auto` (the default) continues from OUTPUT_DIR's last checkpoint.
 
     llama2 train pretrain recipes/pretrain-tiny.yaml output_dir=runs/tiny max_steps=200
+    llama2 train sft recipes/sft-tiny.yaml data=my-dialogs.jsonl lora.r=8
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from llama2.cli.common import print_json
 def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train with a recipe (pretrain, ...)", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", help="the training method: pretrain")
+    parser.add_argument("recipe", help="the training method: pretrain or sft")
     parser.add_argument("settings", nargs="*", metavar="RECIPE.yaml | key=value",
                         help="a recipe YAML file first (optional), then overrides")
     parser.add_argument("--dry-run", action="store_true", help="check the config and print it resolved; train nothing")
@@ -52,15 +53,18 @@ def run(args: argparse.Namespace) -> int:
 
     from llama2.train.loop import train
 
-    result = train(recipe_cls(config))
+    recipe = recipe_cls(config)
+    result = train(recipe)
     if not result.main_process:
         return 0
+    model = recipe.finalize(result.checkpoint) if hasattr(recipe, "finalize") and result.checkpoint else None
     summary = {"step": result.step, "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-               "metrics": result.metrics}
+               "model": str(model) if model else None, "metrics": result.metrics}
     if args.json:
         print_json(summary)
     else:
         loss = result.metrics.get("loss")
         print(f"trained to step {result.step}" + (f", loss {loss:.4f}" if loss is not None else "")
-              + (f"; model and state in {result.checkpoint}" if result.checkpoint else ""))
+              + (f"; model and state in {result.checkpoint}" if result.checkpoint else "")
+              + (f"; the trained model is {model}" if model else ""))
     return 0

@@ -237,6 +237,8 @@ def coerce(value: Any, hint: Any) -> tuple[Any, bool]:
         return tuple(item for item, _ in items), all(ok for _, ok in items)
     if origin is dict:
         return value, isinstance(value, dict)
+    if origin is list:  # items are the recipe's to check (e.g. data files with weights)
+        return value, isinstance(value, list)
     if hint is type(None):
         return value, value is None
     if hint is bool:
