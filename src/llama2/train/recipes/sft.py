@@ -80,9 +80,12 @@ class SFTConfig(TrainConfig):
         if self.eval_every and self.val_fraction == 0:
             found.append("eval_every needs held-out dialogs: set val_fraction (e.g. 0.05) or eval_every=0")
         try:
-            parse_mixture(self.data)
+            sources = parse_mixture(self.data)
         except Llama2Error as error:
             found.append(f"data: {error}")
+        else:
+            found += [f"data: {source} does not exist" for source, _ in sources
+                      if isinstance(source, (str, Path)) and not Path(source).expanduser().exists()]
         try:
             self.lora_config()
         except Llama2Error as error:
