@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny SentencePiece tokenizer trained on the spot and tiny seeded models."""
+"""Shared fixtures: a tiny SentencePiece tokenizer trained on the spot, tiny seeded models, and a
+saved tiny checkpoint whose greedy output is plain text."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ import io
 from pathlib import Path
 
 import pytest
+import torch
 
-# Fixtures over the real Llama 2 vocabulary (fetched at test time, never committed).
-pytest_plugins = ("real_vocab",)
+from llama2.model.checkpoint import save_meta
+from llama2.model.config import get_preset
+from llama2.model.tokenizer import Tokenizer
+from llama2.model.transformer import Transformer
+
+# Fixtures over the real Llama 2 vocabulary (fetched at test time, never committed), and
+# llama.cpp's server as a peer on loopback.
+pytest_plugins = ("real_vocab", "llama_cpp_peer")
 
 TRAINING_TEXT = [
     "Once upon a time there was a little robot who loved to read books.",
@@ -52,3 +60,19 @@ def tiny_tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.model"
     path.write_bytes(train_sentencepiece(512))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_tokenizer_path) -> Path:
+    """A Meta-format `tiny` checkpoint whose output rows for byte, control and unknown pieces are
+    zero, so greedy decoding picks only pieces that are text (random weights otherwise spell
+    broken UTF-8, which engines may render differently)."""
+    args = get_preset("tiny")
+    model = Transformer.random(args, seed=3)
+    sp = Tokenizer(tiny_tokenizer_path).sp
+    not_text = [i for i in range(sp.get_piece_size()) if sp.is_byte(i) or sp.is_control(i) or sp.is_unknown(i)]
+    with torch.no_grad():
+        model.output.weight[not_text] = 0
+    folder = tmp_path_factory.mktemp("providers") / "tiny"
+    save_meta(model, args, folder, tokenizer=tiny_tokenizer_path)
+    return folder

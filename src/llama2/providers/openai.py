@@ -24,6 +24,7 @@ from llama2.providers.remote import (
     normalize_finish_reason,
 )
 from llama2.providers.scoring import move_trailing_space
+from llama2.types import TokenLogprob
 from llama2.providers.settings import ProviderSettings, load_settings
 
 # OpenAI models served by the legacy completions endpoint (no chat); the base models also echo
@@ -105,12 +106,14 @@ class OpenAIProvider(RemoteProvider):
             text = choice.message.content or ""
             content = choice.logprobs.content if choice.logprobs and choice.logprobs.content else None
             logprobs = [t.logprob for t in content] if content else None
+            tokens = _chat_token_logprobs(content) if content else None
         else:
             response = await self.client.completions.create(**args)
             choice = response.choices[0]
             text = choice.text or ""
             values = choice.logprobs.token_logprobs if choice.logprobs else None
             logprobs = list(values) if values else None
+            tokens = _text_token_logprobs(choice.logprobs) if values else None
         usage = response.usage
         return Answer(
             text,
@@ -119,6 +122,7 @@ class OpenAIProvider(RemoteProvider):
             usage.completion_tokens if usage else 0,
             response.model,
             logprobs if request.params.logprobs else None,
+            tokens if request.params.logprobs or request.params.top_logprobs else None,
         )
 
     async def _pieces(self, request: GenerateRequest) -> AsyncIterator[Piece]:
@@ -156,3 +160,26 @@ class OpenAIProvider(RemoteProvider):
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _token(text: str, raw: list[int] | None) -> tuple[str, bytes]:
+    return text, bytes(raw) if raw is not None else text.encode("utf-8")
+
+
+def _chat_token_logprobs(content: list[Any]) -> list[TokenLogprob]:
+    """Chat `logprobs.content` entries as TokenLogprob (so the gateway can pass them on)."""
+    return [
+        TokenLogprob(*_token(t.token, t.bytes), t.logprob,
+                     tuple((*_token(a.token, a.bytes), a.logprob) for a in (t.top_logprobs or [])))
+        for t in content
+    ]
+
+
+def _text_token_logprobs(logprobs: Any) -> list[TokenLogprob]:
+    """The legacy completions shape (parallel lists) as TokenLogprob."""
+    tops = logprobs.top_logprobs or [None] * len(logprobs.tokens)
+    return [
+        TokenLogprob(*_token(token, None), value if value is not None else float("nan"),
+                     tuple((*_token(t, None), lp) for t, lp in (top or {}).items()))
+        for token, value, top in zip(logprobs.tokens, logprobs.token_logprobs, tops)
+    ]

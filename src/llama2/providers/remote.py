@@ -23,7 +23,7 @@ from llama2.errors import ProviderError, UnsupportedError
 from llama2.providers.base import Completion, GenerateRequest, Provider
 from llama2.providers.prices import lookup_price, price_table
 from llama2.providers.settings import ProviderSettings
-from llama2.types import StreamDelta
+from llama2.types import StreamDelta, TokenLogprob
 
 T = TypeVar("T")
 
@@ -83,6 +83,7 @@ class Answer:
     completion_tokens: int
     model: str | None = None
     logprobs: list[float] | None = None
+    token_logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -212,7 +213,7 @@ class RemoteProvider(Provider):
         cost = price.cost(answer.prompt_tokens, answer.completion_tokens) if price else None
         completion = Completion(
             answer.text, answer.finish_reason, answer.prompt_tokens, answer.completion_tokens,
-            latency_s, cost, answer.logprobs,
+            latency_s, cost, answer.logprobs, answer.token_logprobs,
         )
         self.usage.record(completion)
         return completion
@@ -246,11 +247,12 @@ class RemoteProvider(Provider):
             reason = f"request rejected (HTTP {status}): {self._upstream_message(exc)}"
         elif "Timeout" in type(exc).__name__:
             reason = f"no answer within {self.settings.timeout_s:g} s {retries}; raise timeout_s or check {self.where}"
+            status = 504
         elif "Connection" in type(exc).__name__:
             reason = f"cannot connect to {self.where} {retries}; check the endpoint and the network"
         else:
             reason = self._upstream_message(exc)
-        return ProviderError(f"{self.spec}: {reason}")
+        return ProviderError(f"{self.spec}: {reason}", status=status, retry_after_s=_retry_after(exc))
 
     def _upstream_message(self, exc: Exception) -> str:
         body = getattr(exc, "body", None)
@@ -260,3 +262,13 @@ class RemoteProvider(Provider):
         for secret in self.settings.secrets:
             text = text.replace(secret, "***")
         return _KEY_LIKE.sub("***", text)
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """The upstream's Retry-After (seconds form), for passing a 429 on to our own clients."""
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway and (later) the web chat: routes, protocol, auth and the store."""

@@ -1,0 +1,206 @@
+"""The server's configuration (`serve.yaml`), validated whole before any model loads or port opens.
+
+    server:
+      host: 127.0.0.1           # loopback unless you mean to expose it (put TLS in front: README)
+      port: 8000
+      data_dir: ~/.local/share/llama2   # the SQLite store lives here unless `db` is given
+      db: postgresql://llama2@db.internal/llama2
+      log_content: false        # record request and response bodies in the usage log
+      max_body_bytes: 4194304   # larger requests get 413
+    models:                     # the names clients put in "model"
+      llama-2-7b-chat:
+        spec: local:/models/llama-2-7b-chat
+        dtype: bfloat16
+        max_batch_size: 16      # rows decoding together (continuous batching)
+        max_queue: 256          # waiting requests beyond the batch; more is a 429
+      gpt-35-turbo:
+        spec: azure:gpt-35-turbo
+        endpoint: https://my-resource.openai.azure.com
+        api_version: "2024-10-21"
+        api_key_env: AZURE_OPENAI_API_KEY   # the variable's NAME; keys never live in this file
+      llama-cpp:
+        spec: http://127.0.0.1:8080/v1#llama
+
+Each model entry is a spec (`providers.registry`) plus that provider's settings: load options and
+scheduler limits for local models, `providers.settings` fields for remote ones.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llama2.errors import ConfigError, ProviderError
+from llama2.providers.local import LOAD_OPTIONS, SCHEDULER_OPTIONS
+from llama2.providers.registry import canonical_spec, parse_spec
+from llama2.providers.settings import check_entry
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_QUEUE = 256
+SERVER_KEYS = ("host", "port", "data_dir", "db", "log_content", "max_body_bytes")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model the server offers: the name clients use, its spec, and the provider's options."""
+
+    name: str
+    spec: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_local(self) -> bool:
+        return parse_spec(self.spec)[0] == "local"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: Path | None = None
+    db: str | None = None
+    log_content: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    models: tuple[ModelEntry, ...] = ()
+
+
+def model_from_argument(argument: str) -> ModelEntry:
+    """`--model` values: `NAME=SPEC`, or a bare spec named after itself (`local:/m/llama-2-7b-chat`
+    is offered as `llama-2-7b-chat`, `local:default` as `default`)."""
+    name, sep, spec = argument.partition("=")
+    if sep and _NAME.match(name) and not name.startswith(("http", "local", "openai", "azure", "anthropic", "vllm")):
+        return ModelEntry(name, spec)
+    scheme, target = parse_spec(argument)
+    if scheme == "local":
+        return ModelEntry(Path(target.rstrip("/")).name or target, argument)
+    if scheme == "openai-compatible":
+        return ModelEntry(target.partition("#")[2] or target, argument)
+    return ModelEntry(target, argument)
+
+
+def load_config(path: Path | None, overrides: Mapping[str, Any], models: list[str]) -> ServeConfig:
+    """The file (if any), then command-line overrides (None means "not given"), then `--model`s
+    (which replace the file's models). Every problem is collected and raised as one ConfigError."""
+    problems: list[str] = []
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_yaml(path)
+        unknown = sorted(set(data) - {"server", "models"})
+        problems += [f"unknown top-level key {key!r} (use server and models)" for key in unknown]
+    where = str(path) if path else "command line"
+    server = dict(data.get("server") or {})
+    if not isinstance(server, dict):
+        problems.append("server must be a mapping of " + ", ".join(SERVER_KEYS))
+        server = {}
+    server.update({k: v for k, v in overrides.items() if v is not None})
+    problems += [f"server: unknown key {key!r} (valid: {', '.join(SERVER_KEYS)})" for key in server if key not in SERVER_KEYS]
+    settings = _server_settings(server, problems)
+    entries: list[ModelEntry] = []
+    if models:
+        for argument in models:
+            try:
+                entries.append(model_from_argument(argument))
+            except ProviderError as exc:
+                problems.append(f"--model {argument}: {exc}")
+    else:
+        raw = data.get("models") or {}
+        if not isinstance(raw, Mapping):
+            problems.append("models must map each model's name to its entry (spec: ..., options)")
+            raw = {}
+        for name, entry in raw.items():
+            entries.append(_model_entry(str(name), entry, problems))
+    if not entries:
+        entries.append(ModelEntry("default", "local:default"))
+    for entry in entries:
+        _check_model(entry, problems)
+    names = [entry.name for entry in entries]
+    problems += [f"model name {name!r} is used twice" for name in sorted({n for n in names if names.count(n) > 1})]
+    if problems:
+        raise ConfigError(f"{where}: {len(problems)} problem(s): " + "; ".join(problems))
+    return ServeConfig(**settings, models=tuple(entries))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file; write one (see the README's serve section) or leave out --config") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: cannot read the config ({reason})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with keys server and models")
+    return data
+
+
+def _server_settings(server: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    host = server.get("host", DEFAULT_HOST)
+    if not isinstance(host, str) or not host:
+        problems.append(f"server.host must be a host name or address, not {host!r}")
+    out["host"] = host
+    port = server.get("port", DEFAULT_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        problems.append(f"server.port must be an integer 0-65535 (0 picks a free one), not {port!r}")
+    out["port"] = port
+    for key in ("data_dir", "db"):
+        value = server.get(key)
+        if value is not None and not (isinstance(value, (str, Path)) and str(value)):
+            problems.append(f"server.{key} must be a string, not {value!r}")
+    if server.get("data_dir") is not None:
+        out["data_dir"] = Path(str(server["data_dir"])).expanduser()
+    out["db"] = server.get("db")
+    log_content = server.get("log_content", False)
+    if not isinstance(log_content, bool):
+        problems.append(f"server.log_content must be true or false, not {log_content!r}")
+    out["log_content"] = log_content
+    limit = server.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1024:
+        problems.append(f"server.max_body_bytes must be an integer >= 1024, not {limit!r}")
+    out["max_body_bytes"] = limit
+    return out
+
+
+def _model_entry(name: str, entry: Any, problems: list[str]) -> ModelEntry:
+    if isinstance(entry, str):
+        return ModelEntry(name, entry)
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("spec"), str):
+        problems.append(f"models.{name}: give a spec (e.g. spec: local:/path/to/model) and options")
+        return ModelEntry(name, "")
+    options = {k: v for k, v in entry.items() if k != "spec"}
+    return ModelEntry(name, entry["spec"], options)
+
+
+def _check_model(entry: ModelEntry, problems: list[str]) -> None:
+    where = f"models.{entry.name}"
+    if not _NAME.match(entry.name):
+        problems.append(f"{where}: a name may hold letters, digits and ._:/@+- (at most 128)")
+    if not entry.spec:
+        return
+    try:
+        scheme, _ = parse_spec(entry.spec)
+        canonical_spec(entry.spec)
+    except ProviderError as exc:
+        problems.append(f"{where}: {exc}")
+        return
+    if scheme == "local":
+        valid = LOAD_OPTIONS + SCHEDULER_OPTIONS
+        problems += [f"{where}: unknown option {k!r} for a local model (valid: {', '.join(valid)})"
+                     for k in entry.options if k not in valid]
+        for key in SCHEDULER_OPTIONS:
+            value = entry.options.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                problems.append(f"{where}: {key} must be an integer >= 1, not {value!r}")
+        return
+    try:
+        check_entry(dict(entry.options), where)
+    except ProviderError as exc:
+        problems.append(str(exc))

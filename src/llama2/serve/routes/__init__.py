@@ -1,0 +1,1 @@
+"""HTTP routes: thin — parse, authorize, call the gateway, shape the answer (DESIGN.md, Serving)."""
