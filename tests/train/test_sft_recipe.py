@@ -87,3 +87,13 @@ def test_config_problems_are_reported_together(tmp_path, tiny_checkpoint, dialog
     assert code == 1
     error = capsys.readouterr().err
     assert "epochs" in error and "rank" in error and "seq_len" in error
+
+
+def test_convert_merges_a_trained_adapter_into_a_plain_checkpoint(tmp_path, tiny_checkpoint, dialogs_file, capsys):
+    code, out = run_sft(tmp_path, tiny_checkpoint, dialogs_file, "lora.r=4", "lora.targets=wq,wv,w2")
+    assert code == 0
+    adapter = out / "checkpoints" / "step-00000002" / "adapter"
+    assert main(["convert", str(tiny_checkpoint), str(tmp_path / "merged"), "--to", "meta", "--merge-lora", str(adapter)]) == 0
+    _, merged = load_state(tmp_path / "merged")
+    _, trained = load_state(out / "model")
+    assert all(torch.allclose(merged[k].float(), trained[k].float(), atol=1e-6) for k in trained)

@@ -3,6 +3,12 @@
 SRC is a Meta or Hugging Face folder, a .gguf file, or a preset name (`tiny`, `7b`, ...) for a model
 with seeded random weights. The tokenizer found next to SRC (or given with --tokenizer) is written
 alongside; GGUF needs one, since llama.cpp reads the vocabulary from the file.
+
+`--merge-lora ADAPTER` folds a LoRA adapter (PEFT's folder format, as `llama2 train sft` writes it
+under each checkpoint's `adapter/`, or one trained with `peft` on the Hugging Face export) into the
+weights first, so the output is a plain model:
+
+    llama2 convert /models/llama-2-7b merged/ --to hf --merge-lora runs/sft/checkpoints/step-00000400/adapter
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ def register(subparsers) -> None:
     parser.add_argument("--max-shard-size", default="2GB", help="largest safetensors file for --to hf (default 2GB)")
     parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.model or .gguf to include")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights when SRC is a preset")
+    parser.add_argument("--merge-lora", type=Path, default=None, metavar="ADAPTER",
+                        help="fold this LoRA adapter folder (PEFT format) into the weights first")
     parser.add_argument("--force", action="store_true", help="replace DST if it exists")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
@@ -43,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     load_dtype = DTYPES.get(args.dtype) if args.to != "gguf" else None
     llama = Llama.from_pretrained(args.src, dtype=load_dtype, device="cpu", seed=args.seed)
     model = llama.model
+    if args.merge_lora is not None:
+        model = _merged(model, args.merge_lora)
     tokenizer = args.tokenizer or llama.tokenizer
     dtype_name = args.dtype or _short_name(model.tok_embeddings.weight.dtype)
     common = {"tokenizer": tokenizer, "overwrite": args.force}
@@ -62,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         "files": [str(path) for path in files],
         "bytes": sum(path.stat().st_size for path in files),
         "tokenizer": str(args.tokenizer) if args.tokenizer else ("from the source" if tokenizer else None),
+        "merged_lora": str(args.merge_lora) if args.merge_lora else None,
     }
     if args.json:
         print_json(report)
@@ -70,6 +81,16 @@ def run(args: argparse.Namespace) -> int:
         if tokenizer is None:
             print("note: no tokenizer was found or given, so none was written")
     return 0
+
+
+def _merged(model, adapter: Path):
+    """The model with the adapter folded in, computed in fp32 and returned in the model's dtype."""
+    from llama2.train.lora import load_peft_adapter, merge_lora
+
+    dtype = model.tok_embeddings.weight.dtype
+    model = model.float()
+    load_peft_adapter(model, adapter)
+    return merge_lora(model).to(dtype)
 
 
 def _short_name(dtype) -> str:
