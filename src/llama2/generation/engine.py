@@ -190,7 +190,7 @@ class Engine:
             raise ConfigError(f"max_new_tokens is {params.max_new_tokens}; ask for at least 1 new token")
         generator = None
         if params.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+            generator = torch.Generator(device=self.device).manual_seed(params.seed % 2**64)  # any int
         return _Sequence(
             index=index,
             prompt=prompt,

@@ -84,13 +84,14 @@ def exception_response(exc: BaseException) -> JSONResponse:
 def validation_response(exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422 becomes OpenAI's 400, naming the first bad field."""
     first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":
+        where = first.get("loc", ("body", "?"))[-1]
+        return error_response(400, f"the body is not valid JSON (at character {where})", code="invalid_json")
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = ".".join(location) or None
     message = first.get("msg", "invalid request body")
     if param:
         message = f"{param}: {message}"
-    elif first.get("type") == "json_invalid":
-        message = "the body is not valid JSON"
     return error_response(400, message, param=param, code="invalid_request_error")
 
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
@@ -145,7 +146,8 @@ class Gateway:
     async def _events(self, call, streams, firsts, format_chunk, opening, usage_chunk, n) -> AsyncIterator[bytes]:
         queue: asyncio.Queue = asyncio.Queue()
         tasks = [asyncio.create_task(self._pump(i, s, first, queue)) for i, (s, first) in enumerate(zip(streams, firsts))]
-        outcome = "disconnected"
+        streamed = [0] * len(streams)  # completion tokens sent per choice, for a client that hangs up
+        recorded = False
         try:
             for chunk in opening:
                 yield sse(chunk)
@@ -157,26 +159,35 @@ class Gateway:
                     continue
                 if isinstance(item, BaseException):
                     raise item
+                streamed[index] += len(item.tokens)
                 if item.finish_reason is not None:
                     call.add_usage(item.prompt_tokens if index % n == 0 else 0, item.completion_tokens)
+                    streamed[index] = 0
                 chunk = format_chunk(index, item)
                 if chunk is not None:
                     yield sse(chunk)
             if usage_chunk is not None:
                 yield sse(usage_chunk(call.prompt_tokens, call.completion_tokens))
+            recorded = True  # recorded before [DONE]: a client that saw the end always has its record
+            await self.finish(call)
             yield sse("[DONE]")
-            outcome = "done"
         except Exception as exc:  # mid-stream failure: OpenAI sends an error event, then stops
-            outcome = "failed"
             call.status, call.error = status_of(exc), str(exc)[:500]
+            call.completion_tokens += sum(streamed)
+            recorded = True
+            await self.finish(call)
             yield sse(error_body(call.status, str(exc), code="stream_error"))
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if outcome == "disconnected":
-                call.status, call.error = CLIENT_CLOSED, "client closed the connection"
-            await asyncio.shield(self.finish(call))
+            # Starlette cancels this generator through an anyio cancel scope when the client hangs up,
+            # and anyio cancels every later await in that scope too: shield the clean-up and the record.
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(*tasks, return_exceptions=True)
+                if not recorded:
+                    call.status, call.error = CLIENT_CLOSED, "client closed the connection"
+                    call.completion_tokens += sum(streamed)  # what was generated counts against the key
+                    await self.finish(call)
 
     @staticmethod
     async def _pump(index: int, stream: AsyncIterator[StreamDelta], first: StreamDelta, queue: asyncio.Queue) -> None:

@@ -13,13 +13,14 @@ import secrets
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llama2.errors import ServeError
 from llama2.types import Dialog, SamplingParams, TokenLogprob
 
 MAX_STOP_STRINGS = 4
 MAX_CHOICES = 16
+MAX_CHOICES_PER_REQUEST = 128  # prompts x n of one text-completion request
 
 
 class InvalidRequestError(ServeError):
@@ -40,26 +41,53 @@ class ModelNotFoundError(ServeError):
     code = "model_not_found"
 
 
-class StreamOptions(BaseModel):
+class _Body(BaseModel):
+    """Strict like OpenAI's API (no "5" for 5, no true for 1), and text that UTF-8 can carry: JSON's
+    \\u escapes can spell unpaired surrogates, which no tokenizer or response can encode."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_surrogates(cls, value: Any) -> Any:
+        for text in _strings(value):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("contains an unpaired UTF-16 surrogate, which is not valid Unicode text") from None
+        return value
+
+
+def _strings(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+
+
+class StreamOptions(_Body):
     include_usage: bool = False
 
 
-class TextPart(BaseModel):
+class TextPart(_Body):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
     name: str | None = None
 
 
-class _Sampling(BaseModel):
+class _Sampling(_Body):
     """Fields chat and text completions share."""
 
-    model_config = ConfigDict(extra="ignore")
     model: str
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
@@ -67,7 +95,7 @@ class _Sampling(BaseModel):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # OpenAI's: an int64
     user: str | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
@@ -148,6 +176,10 @@ class CompletionRequest(_Sampling):
         prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
         if not prompts:
             raise InvalidRequestError("prompt must not be an empty list", param="prompt")
+        if len(prompts) * (self.n or 1) > MAX_CHOICES_PER_REQUEST:
+            raise InvalidRequestError(
+                f"{len(prompts)} prompts x n={self.n or 1} asks for more than {MAX_CHOICES_PER_REQUEST} answers "
+                "in one request; split it into several requests", param="prompt")
         return prompts
 
     def params(self) -> SamplingParams:
@@ -160,6 +192,19 @@ class CompletionRequest(_Sampling):
             raise InvalidRequestError("best_of other than n is not supported by this server", param="best_of")
         wanted = self.logprobs is not None
         return self.sampling(self.max_tokens, wanted, self.logprobs or 0)
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape, for the OpenAPI document (`error_body` builds it)."""
+
+    error: ErrorDetail
 
 
 # ---- responses ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from llama2.serve.gateway import Call, Gateway
 from llama2.serve.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
+    ErrorResponse,
     ModelNotFoundError,
     chat_choice,
     chat_chunk,
@@ -28,6 +29,32 @@ from llama2.types import SamplingParams, StreamDelta
 
 router = APIRouter(prefix="/v1")
 
+_ERROR_MEANINGS = {
+    400: "The body is invalid or asks for something this server does not do",
+    401: "No API key, or one that is not valid",
+    403: "The key may not use this model",
+    404: "No such model",
+    413: "The body is larger than the server's limit",
+    429: "The key's rate or token budget is spent, or the model's queue is full",
+    502: "The upstream model failed",
+    504: "The upstream model timed out",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
+
+
+def _errors(*statuses: int) -> dict:
+    return {
+        status: {"model": ErrorResponse, "description": _ERROR_MEANINGS[status],
+                 **({"headers": _RETRY_AFTER} if status == 429 else {})}
+        for status in statuses
+    }
+
+
+# A streamed answer: server-sent events, each `data:` a JSON chunk and the last `data: [DONE]`.
+_STREAMED = {200: {"content": {"text/event-stream": {"schema": {
+    "type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}}}}}
+GENERATION_RESPONSES = {**_STREAMED, **_errors(400, 401, 403, 404, 413, 429, 502, 504)}
+
 
 def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
@@ -38,7 +65,7 @@ async def api_key(request: Request) -> KeyInfo:
     return await gateway(request).authenticate(request)
 
 
-@router.get("/models")
+@router.get("/models", responses=_errors(401))
 async def list_models(request: Request, key: KeyInfo = Depends(api_key)) -> dict:
     allowed = key.models
     data = [
@@ -49,7 +76,7 @@ async def list_models(request: Request, key: KeyInfo = Depends(api_key)) -> dict
     return {"object": "list", "data": data}
 
 
-@router.get("/models/{name:path}")
+@router.get("/models/{name:path}", responses=_errors(401, 404))
 async def get_model(name: str, request: Request, key: KeyInfo = Depends(api_key)) -> dict:
     if key.models is not None and name not in key.models:  # a key never learns of models it may not use
         raise ModelNotFoundError(f"The model '{name}' does not exist on this server")
@@ -62,7 +89,7 @@ def choice_params(params: SamplingParams, index: int) -> SamplingParams:
     return params if params.seed is None or index == 0 else replace(params, seed=params.seed + index)
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=GENERATION_RESPONSES)
 async def chat_completions(body: ChatCompletionRequest, request: Request, key: KeyInfo = Depends(api_key)):
     gate = gateway(request)
     call = await gate.begin(key, body.model, "chat.completions", body)
@@ -109,7 +136,7 @@ async def _stream_chat(gate: Gateway, call: Call, body: ChatCompletionRequest, r
     return await gate.stream(call, requests, chunk, opening=opening, usage_chunk=usage, choices_per_prompt=len(requests))
 
 
-@router.post("/completions")
+@router.post("/completions", responses=GENERATION_RESPONSES)
 async def completions(body: CompletionRequest, request: Request, key: KeyInfo = Depends(api_key)):
     gate = gateway(request)
     call = await gate.begin(key, body.model, "completions", body)
