@@ -4,7 +4,10 @@ Llama 2-Chat's SFT trains on dialogs (LLAMA2.md §3); this module reads the form
 and turns each record into a `Dialog` that the chat format accepts for training. Three record forms,
 told apart per record (or forced with `format=`):
 
-- `messages`: `{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`;
+- `messages`: `{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`; an
+  assistant message may carry `"train": false` (as axolotl and TRL datasets do): it stays in the
+  context but gets no loss (Ghost Attention's earlier turns, LLAMA2.md §6.1). It defaults to true;
+  a dialog needs at least one trained answer;
 - `prompt_completion`: `{"prompt": str | messages, "completion": str | messages}`; a string prompt
   is one user turn and a string completion one assistant turn;
 - `alpaca`: `{"instruction": str, "input": str (optional), "output": str}`; a non-blank `input` is
@@ -33,7 +36,7 @@ import numpy as np
 
 from llama2.errors import DataError, DialogError
 from llama2.model.chat_format import SPECIAL_TAGS, validate_dialog
-from llama2.types import Dialog
+from llama2.types import Dialog, Message
 
 __all__ = [
     "SFT_FORMATS",
@@ -232,7 +235,23 @@ def _messages(record: Mapping[str, Any], field: str, where: str) -> Dialog:
         for key in ("role", "content"):
             if message.get(key) is None:
                 raise DataError(f"{where}: field {field!r}: message {i} has no {key!r}; every message needs 'role' and 'content'")
-    return [{"role": m["role"], "content": m["content"]} for m in value]
+    return [_message(m, f"{where}: field {field!r}: message {i}") for i, m in enumerate(value)]
+
+
+def _message(message: Mapping[str, Any], where: str) -> Message:
+    """Role and content, plus `"train": False` when the record says so (true is the default, so
+    dropped; null, as Parquet fills the field in messages without it, means absent)."""
+    out: Message = {"role": message["role"], "content": message["content"]}
+    flag = message.get("train")
+    if flag is None:
+        return out
+    if not isinstance(flag, bool):
+        raise DataError(f"{where}: 'train' must be true or false, got {flag!r:.40}")
+    if message["role"] != "assistant":
+        raise DataError(f"{where}: 'train' applies to assistant messages only (role is {message['role']!r}); remove it")
+    if not flag:
+        out["train"] = False  # type: ignore[typeddict-unknown-key]
+    return out
 
 
 def _text(record: Mapping[str, Any], field: str, where: str, *, required: bool = True) -> str:
@@ -258,6 +277,9 @@ def _checked(dialog: Dialog, where: str, field: str) -> Dialog:
     for i, message in enumerate(dialog):
         if message["role"] == "assistant" and not message["content"].strip():
             raise DataError(f"{where}: field {field!r}: message {i} is an empty assistant reply; write the answer or remove the record")
+    if all(m.get("train", True) is False for m in dialog if m["role"] == "assistant"):
+        raise DataError(f"{where}: field {field!r}: every assistant reply has \"train\": false, so nothing is left to learn; "
+                        "train at least one or remove the record")
     return dialog
 
 

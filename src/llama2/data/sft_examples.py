@@ -2,7 +2,8 @@
 
 Tokens and the loss mask come from the chat format of the model core
 (`chat_format.encode_dialog_for_training`): the loss covers every assistant answer and its EOS,
-never the system or user tokens (LLAMA2.md §3).
+never the system or user tokens (LLAMA2.md §3). An answer marked `"train": False` stays in the
+context with no loss (Ghost Attention trains only the last turn, LLAMA2.md §6.1).
 
 The paper concatenates all examples to fill each 4096-token window (§3, "Packing"). That lets
 tokens of one dialog attend to the dialogs before it in the row. `pack_examples` keeps that as
@@ -73,7 +74,8 @@ def build_examples(
     (its `file:line` for an `SFTDialog`, its index otherwise); `truncate="drop"` leaves such dialogs
     out instead, with one warning that counts them. Cutting a dialog short is not offered: it
     would train on answers without their end. `system_prompt` is used for dialogs without a
-    system message (as `encode_dialog_for_training`).
+    system message (as `encode_dialog_for_training`). Assistant messages with `"train": False`
+    get a False mask over their whole answer and its EOS.
     """
     _check_seq_len(seq_len)
     if truncate not in TRUNCATE_MODES:
@@ -85,6 +87,7 @@ def build_examples(
             ids, mask = encode_dialog_for_training(tokenizer, dialog, system_prompt=system_prompt)
         except DialogError as exc:
             raise DataError(f"{name}: {exc}") from exc
+        mask = _untrain_answers(mask, _trained_answers(dialog, name))
         if len(ids) <= seq_len:
             examples.append(SFTExample(ids, mask))
             continue
@@ -190,6 +193,37 @@ def attention_mask(segment_ids: torch.Tensor, positions: torch.Tensor) -> torch.
     same = segment_ids[:, :, None] == segment_ids[:, None, :]  # (B, T query, T key)
     earlier = positions[:, None, :] <= positions[:, :, None]
     return (same & earlier)[:, None]
+
+
+def _trained_answers(dialog: Dialog, name: str) -> list[bool]:
+    """Each assistant message's `train` flag, in order (True where absent)."""
+    flags = []
+    for i, message in enumerate(dialog):
+        if message["role"] != "assistant":
+            continue
+        flag = message.get("train", True)
+        if not isinstance(flag, bool):
+            raise DataError(f"{name}: message {i}: 'train' must be True or False, got {flag!r:.40}")
+        flags.append(flag)
+    return flags
+
+
+def _untrain_answers(mask: list[bool], trained: list[bool]) -> list[bool]:
+    """`mask` with the answers whose flag is False switched off.
+
+    In the chat format's mask each exchange is a False run (BOS, [INST] ... [/INST]) then a True run
+    (the answer and its EOS, never empty), so the k-th True run is exactly the k-th answer.
+    """
+    if all(trained):
+        return mask
+    out, answer = list(mask), -1
+    for t, keep in enumerate(mask):
+        if keep and (t == 0 or not mask[t - 1]):
+            answer += 1
+        if keep and not trained[answer]:
+            out[t] = False
+    assert answer == len(trained) - 1, "one True run per assistant answer"
+    return out
 
 
 def _first_fit(lengths: Sequence[int], capacity: int) -> list[int]:
