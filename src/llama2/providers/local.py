@@ -34,7 +34,7 @@ from llama2.providers.base import (
 )
 from llama2.providers.fingerprint import checkpoint_fingerprint, weights_fingerprint
 from llama2.providers.scoring import move_trailing_space, rolling_windows
-from llama2.generation.scheduler import Scheduler, Sink
+from llama2.generation.scheduler import LoopSink, Scheduler, Sink
 from llama2.types import GenerationResult, StreamDelta, TokenLogprob
 
 LOAD_OPTIONS = ("dtype", "device", "seed", "tokenizer")
@@ -46,17 +46,14 @@ def _result_sink(loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> Sin
     """A scheduler sink that resolves `future` (on its loop) with the result or the error."""
 
     def settle(event: object) -> None:
-        if not future.done():
-            if isinstance(event, BaseException):
-                future.set_exception(event)
-            else:
-                future.set_result(event)
+        if future.done() or not isinstance(event, (GenerationResult, BaseException)):
+            return
+        if isinstance(event, BaseException):
+            future.set_exception(event)
+        else:
+            future.set_result(event)
 
-    def sink(event: object) -> None:
-        if isinstance(event, (GenerationResult, BaseException)):
-            loop.call_soon_threadsafe(settle, event)
-
-    return sink
+    return LoopSink(loop, settle)
 
 
 def is_preset(target: str) -> bool:
@@ -171,7 +168,7 @@ class LocalProvider(Provider):
         queue: asyncio.Queue = asyncio.Queue()
         request = self._fit_to_window(request)
         ticket = self.scheduler.submit(
-            self.prompt_ids(request), request.params, lambda event: loop.call_soon_threadsafe(queue.put_nowait, event)
+            self.prompt_ids(request), request.params, LoopSink(loop, queue.put_nowait)
         )
         started = not request.is_chat
         try:

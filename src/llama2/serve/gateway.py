@@ -153,19 +153,27 @@ class Gateway:
                 yield sse(chunk)
             remaining = len(tasks)
             while remaining:
-                index, item = await queue.get()
-                if item is None:
-                    remaining -= 1
-                    continue
-                if isinstance(item, BaseException):
-                    raise item
-                streamed[index] += len(item.tokens)
-                if item.finish_reason is not None:
-                    call.add_usage(item.prompt_tokens if index % n == 0 else 0, item.completion_tokens)
-                    streamed[index] = 0
-                chunk = format_chunk(index, item)
-                if chunk is not None:
-                    yield sse(chunk)
+                ready = [await queue.get()]
+                while not queue.empty():  # what arrived meanwhile goes out in one write
+                    ready.append(queue.get_nowait())
+                out = b""
+                for index, item in ready:
+                    if item is None:
+                        remaining -= 1
+                        continue
+                    if isinstance(item, BaseException):
+                        if out:
+                            yield out  # what came before the failure still reaches the client
+                        raise item
+                    streamed[index] += len(item.tokens)
+                    if item.finish_reason is not None:
+                        call.add_usage(item.prompt_tokens if index % n == 0 else 0, item.completion_tokens)
+                        streamed[index] = 0
+                    chunk = format_chunk(index, item)
+                    if chunk is not None:
+                        out += sse(chunk)
+                if out:
+                    yield out
             if usage_chunk is not None:
                 yield sse(usage_chunk(call.prompt_tokens, call.completion_tokens))
             recorded = True  # recorded before [DONE]: a client that saw the end always has its record
