@@ -1,7 +1,8 @@
 """`llama2 data`: pretraining data. `train-tokenizer` builds a Llama-style SentencePiece model from a
 corpus; `tokenize` turns a corpus into packed token shards (BOS + document + EOS, shuffled, with a
 validation split) for `llama2 train`. `fetch` gets a benchmark's real data (MMLU, GSM8K, HumanEval,
-BBH) for `llama2 eval`."""
+BBH) for `llama2 eval`. `build-chat` generates the miniature SFT dataset of the bundled chat model
+(and its held-out split) for `llama2 train sft`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from llama2.cli.common import print_json
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="train a tokenizer; tokenize a corpus; fetch benchmark data", description=__doc__)
+    parser = subparsers.add_parser("data", help="train a tokenizer; tokenize a corpus; fetch benchmark data; build the chat dataset", description=__doc__)
     commands = parser.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
 
     tokenize = commands.add_parser("tokenize", help="corpus -> packed token shards + manifest.json",
@@ -50,6 +51,18 @@ def register(subparsers) -> None:
     fetch.add_argument("--overwrite", action="store_true", help="replace --dest if it holds data")
     fetch.add_argument("--json", action="store_true", help="print the result as JSON")
     fetch.set_defaults(func=run_fetch)
+
+    chat = commands.add_parser("build-chat", help="generate the miniature SFT dataset of default-chat",
+                               description="Write the seeded, generated chat dataset (arithmetic with worked steps, text "
+                                           "instructions, small talk, glossary, how-to, multi-turn, safety refusals and borderline "
+                                           "answers) as messages JSONL; --split heldout writes unseen prompts for measuring.")
+    chat.add_argument("output", metavar="OUTPUT.jsonl", help="JSONL file to write")
+    chat.add_argument("--split", choices=("train", "heldout"), default="train", help="which split (default train)")
+    chat.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
+    chat.add_argument("--count", type=int, default=None, help="number of records (default 8000 for train, 400 for heldout)")
+    chat.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    chat.add_argument("--json", action="store_true", help="print the counts as JSON")
+    chat.set_defaults(func=run_build_chat)
 
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
@@ -131,4 +144,18 @@ def run_fetch(args: argparse.Namespace) -> int:
     print(f"wrote {result.items:,} {result.name} items ({result.files} files) to {result.dest} in {seconds:.1f}s")
     for note in result.notes:
         print(f"  - {note}")
+    return 0
+
+
+def run_build_chat(args: argparse.Namespace) -> int:
+    from llama2.data.chat_dataset import write_chat_dataset
+
+    counts = write_chat_dataset(args.output, seed=args.seed, count=args.count, split=args.split, overwrite=args.overwrite)
+    total = sum(counts.values())
+    if args.json:
+        print_json({"path": args.output, "split": args.split, "seed": args.seed, "records": total, "tasks": counts})
+        return 0
+    print(f"wrote {total:,} {args.split} records to {args.output} (seed {args.seed})")
+    for task, n in sorted(counts.items(), key=lambda item: -item[1]):
+        print(f"  {task:<16} {n:>6,}")
     return 0

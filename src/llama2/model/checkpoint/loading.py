@@ -22,7 +22,7 @@ TOKENIZER_FILE = "tokenizer.model"
 
 
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "assets"
-BUNDLED_MODELS = ("default",)
+BUNDLED_MODELS = ("default", "default-chat")  # the base model and its SFT chat model
 
 
 def bundled_model_path(name: str) -> Path | None:
