@@ -193,19 +193,21 @@ class Scheduler:
             else:
                 sink(event)
 
-        for seq, token in stepped:
-            ticket = self._running.get(id(seq))
-            if ticket is None:
-                continue
-            delta = seq.delta(token)
-            if delta is not None:
-                send(ticket.sink, delta)
-            if seq.finish_reason is not None:
-                send(ticket.sink, seq.result())
-                del self._running[id(seq)]
-        for loop, events in by_loop.items():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_receive_all, events)
+        try:
+            for seq, token in stepped:
+                ticket = self._running.get(id(seq))
+                if ticket is None:
+                    continue
+                delta = seq.delta(token)
+                if delta is not None:
+                    send(ticket.sink, delta)
+                if seq.finish_reason is not None:
+                    send(ticket.sink, seq.result())
+                    del self._running[id(seq)]
+        finally:  # even if a later row fails, what was collected (results included) is handed over
+            for loop, events in by_loop.items():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_receive_all, events)
 
     @staticmethod
     def _run_job(work: Callable[[], Any], future: Future) -> None:
