@@ -16,24 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from common import llama2, read_metrics, run  # noqa: E402  (scripts/ is a folder of scripts, not a package)
 RECIPE = ROOT / "recipes" / "sft-default-chat.yaml"
 ASSET = ROOT / "src" / "llama2" / "assets" / "default-chat"
 SEED = 0
-
-
-def run(*argv: str) -> None:
-    print("$", " ".join(argv), flush=True)
-    subprocess.run(argv, check=True)
-
-
-def llama2(*argv: str) -> None:
-    run(sys.executable, "-m", "llama2", *argv)
 
 
 def main() -> None:
@@ -67,8 +59,7 @@ def main() -> None:
 
 def model_card(run_dir: Path, train: Path, heldout: Path, scores: dict, chat_name: str) -> dict:
     """What `llama2 info default-chat` prints: how the model was made and how it measures."""
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    last_eval = [m for m in metrics if "val_loss" in m][-1]
+    metrics, last_eval = read_metrics(run_dir)
     tasks: dict[str, int] = {}
     for line in train.read_text().splitlines():
         task = json.loads(line)["task"]

@@ -17,23 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from common import llama2, read_metrics, run  # noqa: E402  (scripts/ is a folder of scripts, not a package)
 RECIPE = ROOT / "recipes" / "pretrain-default.yaml"
 ASSET = ROOT / "src" / "llama2" / "assets" / "default"
-
-
-def run(*argv: str) -> None:
-    print("$", " ".join(argv), flush=True)
-    subprocess.run(argv, check=True)
-
-
-def llama2(*argv: str) -> None:
-    run(sys.executable, "-m", "llama2", *argv)
 
 
 def main() -> None:
@@ -64,8 +56,7 @@ def export(run_dir: Path, corpus: Path) -> None:
     """Final checkpoint -> f32 HF folder in the package (bf16 matmuls of this size are slow on many
     CPUs), plus the model card."""
     checkpoint = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    last_eval = [m for m in metrics if "val_loss" in m][-1]
+    metrics, last_eval = read_metrics(run_dir)
     staging = ASSET.with_name("default.new")
     shutil.rmtree(staging, ignore_errors=True)
     llama2("convert", str(checkpoint), str(staging), "--to", "hf", "--dtype", "f32")

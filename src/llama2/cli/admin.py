@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     create_key.add_argument("--json", action="store_true", help="print the key and its settings as JSON")
 
     revoke_key = _command(commands, "revoke-key", "revoke an API key by its id", run_revoke_key)
-    revoke_key.add_argument("key_id", metavar="KEY_ID", help="the id list-keys shows (sk-l2-XXXXXXXX)")
+    revoke_key.add_argument("key_id", metavar="KEY_ID", help="the key's public id, as list-keys shows it (e.g. sk-l2-AbCd1234)")
 
     list_keys = _command(commands, "list-keys", "list API keys (ids and settings, never the keys)", run_list_keys)
     list_keys.add_argument("email", nargs="?", default=None, help="only this user's keys")

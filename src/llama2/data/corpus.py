@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from llama2.errors import DataError  # re-exported: callers catch it from here too
 
@@ -96,7 +96,7 @@ def count_documents(files: Iterable[Path], *, split_blank_lines: bool = False) -
     for path in files:
         kind = file_kind(path)
         if kind == "jsonl":
-            with _open_binary(path) as f:
+            with open_binary(path) as f:
                 total += sum(1 for line in f if line.strip())
         elif kind == "parquet":
             total += _parquet_file(path).metadata.num_rows
@@ -120,7 +120,7 @@ def _listed_in_directory(path: Path, root: Path) -> bool:
     return not hidden and path.name.lower().endswith(DIRECTORY_SUFFIXES)
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+def open_binary(path: Path) -> IO[bytes]:
     try:
         return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
     except OSError as exc:
@@ -128,7 +128,7 @@ def _open_binary(path: Path) -> IO[bytes]:
 
 
 def _read_text(path: Path, split_blank_lines: bool) -> Iterator[Document]:
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         try:
             raw = f.read()
         except (OSError, EOFError) as exc:
@@ -143,8 +143,10 @@ def _read_text(path: Path, split_blank_lines: bool) -> Iterator[Document]:
             yield Document(block, str(path))
 
 
-def _read_jsonl(path: Path, text_field: str) -> Iterator[Document]:
-    with _open_binary(path) as f:
+def jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`("file:line", object)` for each non-blank line of a JSONL file (gzip when named .gz); a
+    line that is not a JSON object is a DataError naming the file and line."""
+    with open_binary(path) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -157,14 +159,19 @@ def _read_jsonl(path: Path, text_field: str) -> Iterator[Document]:
                 raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object") from exc
             if not isinstance(record, dict):
                 raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            if text_field not in record:
-                keys = ", ".join(sorted(record)) or "none"
-                raise DataError(f"{where}: no {text_field!r} field (fields: {keys}); choose the text field with --text-field")
-            text = record[text_field]
-            if not isinstance(text, str):
-                raise DataError(f"{where}: field {text_field!r} is {type(text).__name__}, expected a string")
-            if text.strip():
-                yield Document(text, str(path))
+            yield where, record
+
+
+def _read_jsonl(path: Path, text_field: str) -> Iterator[Document]:
+    for where, record in jsonl_records(path):
+        if text_field not in record:
+            keys = ", ".join(sorted(record)) or "none"
+            raise DataError(f"{where}: no {text_field!r} field (fields: {keys}); choose the text field with --text-field")
+        text = record[text_field]
+        if not isinstance(text, str):
+            raise DataError(f"{where}: field {text_field!r} is {type(text).__name__}, expected a string")
+        if text.strip():
+            yield Document(text, str(path))
 
 
 def _parquet_file(path: Path):

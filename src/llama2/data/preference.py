@@ -15,12 +15,11 @@ field in every `DataError`).
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llama2.data.sft import ON_ERROR, Source, read_records, source_name
+from llama2.data.sft import Source, parse_records
 from llama2.errors import DataError, DialogError
 from llama2.model.chat_format import SPECIAL_TAGS, validate_dialog
 from llama2.types import Dialog
@@ -81,21 +80,10 @@ def read_preferences(
     source: Source, *, format: str | None = None, split: str = "train", on_error: str = "raise"
 ) -> list[PreferencePair]:
     """All preference pairs of one source, in file order (`on_error` as in `sft.read_sft`)."""
-    if on_error not in ON_ERROR:
-        raise DataError(f"unknown on_error {on_error!r}; use one of {', '.join(ON_ERROR)}")
-    pairs, problems = [], []
-    for where, record in read_records(source, split=split):
-        try:
-            pairs.append(pair_from_record(record, where=where, format=format))
-        except DataError as exc:
-            if on_error == "raise":
-                raise
-            problems.append(str(exc))
-    if problems:
-        warnings.warn(f"skipped {len(problems)} bad preference records; first: {problems[0]}", stacklevel=2)
-    if not pairs:
-        raise DataError(f"{source_name(source)}: holds no preference pairs; it needs at least one")
-    return pairs
+    return parse_records(
+        source, lambda record, where: pair_from_record(record, where=where, format=format),
+        split=split, on_error=on_error, bad="preference records", empty="preference pairs; it needs at least one",
+    )
 
 
 def pair_from_record(record: Mapping[str, Any], *, where: str, format: str | None = None) -> PreferencePair:

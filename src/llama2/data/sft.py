@@ -22,18 +22,17 @@ before any training starts.
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import Any, TypeVar, Union
 
 import numpy as np
 
+from llama2.data.corpus import jsonl_records
 from llama2.errors import DataError, DialogError
 from llama2.model.chat_format import SPECIAL_TAGS, validate_dialog
 from llama2.types import Dialog, Message
@@ -56,6 +55,7 @@ ON_ERROR = ("raise", "skip")
 
 # A file path, or a `datasets.Dataset` / `DatasetDict` / `IterableDataset` already in memory.
 Source = Union[str, os.PathLike, Any]
+T = TypeVar("T")
 
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _PARQUET_SUFFIX = ".parquet"
@@ -86,7 +86,7 @@ def read_records(source: Source, *, split: str = "train") -> Iterator[tuple[str,
     elif not path.is_file():
         raise DataError(f"{path}: no such file or directory; pass a .jsonl or .parquet file or a saved datasets folder")
     elif path.name.lower().removesuffix(".gz").endswith(_JSONL_SUFFIXES):
-        yield from _jsonl_records(path)
+        yield from jsonl_records(path)
     elif path.name.lower().endswith(_PARQUET_SUFFIX):
         yield from _parquet_records(path)
     else:
@@ -112,21 +112,34 @@ def read_sft(
     `on_error="skip"` leaves out bad records instead of raising, with one warning that counts them
     and names the first (for large third-party sets with a few broken rows; never silent).
     """
+    return parse_records(
+        source, lambda record, where: SFTDialog(dialog_from_record(record, where=where, format=format), where),
+        split=split, on_error=on_error, bad=f"SFT records of {source_name(source)}",
+        empty="SFT records; it needs at least one dialog",
+    )
+
+
+def parse_records(
+    source: Source, parse: Callable[[dict[str, Any], str], T], *, split: str, on_error: str, bad: str, empty: str
+) -> list[T]:
+    """`parse(record, "file:line")` for every record of a source. A record that fails raises, or with
+    `on_error="skip"` is left out and counted in one warning ("skipped N bad {bad}"); a source left
+    with nothing is an error ("holds no {empty}")."""
     if on_error not in ON_ERROR:
         raise DataError(f"unknown on_error {on_error!r}; use one of {', '.join(ON_ERROR)}")
-    dialogs, problems = [], []
+    items, problems = [], []
     for where, record in read_records(source, split=split):
         try:
-            dialogs.append(SFTDialog(dialog_from_record(record, where=where, format=format), where))
+            items.append(parse(record, where))
         except DataError as exc:
             if on_error == "raise":
                 raise
             problems.append(str(exc))
     if problems:
-        warnings.warn(f"skipped {len(problems)} bad SFT records of {source_name(source)}; first: {problems[0]}", stacklevel=2)
-    if not dialogs:
-        raise DataError(f"{source_name(source)}: holds no SFT records; it needs at least one dialog")
-    return dialogs
+        warnings.warn(f"skipped {len(problems)} bad {bad}; first: {problems[0]}", stacklevel=3)
+    if not items:
+        raise DataError(f"{source_name(source)}: holds no {empty}")
+    return items
 
 
 def parse_mixture(data: Any) -> list[tuple[Source, float]]:
@@ -284,30 +297,6 @@ def _checked(dialog: Dialog, where: str, field: str) -> Dialog:
 
 
 # --- sources ----------------------------------------------------------------------------------
-
-
-def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with _open(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{where}: not UTF-8 text; convert the file to UTF-8") from exc
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object") from exc
-            if not isinstance(record, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            yield where, record
-
-
-def _open(path: Path) -> IO[bytes]:
-    try:
-        return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot open ({exc.strerror or exc})") from exc
 
 
 def _parquet_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

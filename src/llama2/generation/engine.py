@@ -338,9 +338,7 @@ class DecodeBatch:
 
     @staticmethod
     def _row_sampling(rows: list[_Sequence], device: torch.device) -> RowSampling:
-        return RowSampling(
-            temperature=torch.tensor([seq.params.temperature for seq in rows], dtype=torch.float32, device=device),
-            top_p=torch.tensor([seq.params.top_p for seq in rows], dtype=torch.float32, device=device),
-            top_k=torch.tensor([seq.params.top_k for seq in rows], dtype=torch.long, device=device),
-            generators=[seq.generator for seq in rows],
+        return RowSampling.of(
+            [seq.params.temperature for seq in rows], [seq.params.top_p for seq in rows],
+            [seq.params.top_k for seq in rows], [seq.generator for seq in rows], device,
         )

@@ -30,9 +30,20 @@ class RowSampling:
         seeds: list[int | None],
         device: torch.device,
     ) -> "RowSampling":
-        generators = []
-        for seed in seeds:
-            generators.append(None if seed is None else torch.Generator(device=device).manual_seed(seed))
+        """Settings with a fresh generator per seeded row."""
+        generators = [None if seed is None else torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        return cls.of(temperatures, top_ps, top_ks, generators, device)
+
+    @classmethod
+    def of(
+        cls,
+        temperatures: list[float],
+        top_ps: list[float],
+        top_ks: list[int],
+        generators: list[torch.Generator | None],
+        device: torch.device,
+    ) -> "RowSampling":
+        """Settings over existing generators (a decoding sequence keeps its own from step to step)."""
         return cls(
             temperature=torch.tensor(temperatures, dtype=torch.float32, device=device),
             top_p=torch.tensor(top_ps, dtype=torch.float32, device=device),

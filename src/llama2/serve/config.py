@@ -37,13 +37,13 @@ import yaml
 
 from llama2.errors import ConfigError, ProviderError
 from llama2.providers.local import LOAD_OPTIONS, SCHEDULER_OPTIONS
-from llama2.providers.registry import canonical_spec, parse_spec
+from llama2.providers.registry import PROVIDERS, URL_SCHEMES, parse_spec
 from llama2.providers.settings import check_entry
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-DEFAULT_MAX_QUEUE = 256
+SERVED_MAX_QUEUE = 256  # a served local model's waiting requests (a benchmark's own default is larger)
 SERVER_KEYS = ("host", "port", "data_dir", "db", "log_content", "max_body_bytes")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
@@ -76,7 +76,7 @@ def model_from_argument(argument: str) -> ModelEntry:
     """`--model` values: `NAME=SPEC`, or a bare spec named after itself (`local:/m/llama-2-7b-chat`
     is offered as `llama-2-7b-chat`, `local:default` as `default`)."""
     name, sep, spec = argument.partition("=")
-    if sep and _NAME.match(name) and not name.startswith(("http", "local", "openai", "azure", "anthropic", "vllm")):
+    if sep and _NAME.match(name) and not name.startswith((*PROVIDERS, *URL_SCHEMES)):  # "=" inside a spec
         return ModelEntry(name, spec)
     scheme, target = parse_spec(argument)
     if scheme == "local":
@@ -187,7 +187,6 @@ def _check_model(entry: ModelEntry, problems: list[str]) -> None:
         return
     try:
         scheme, _ = parse_spec(entry.spec)
-        canonical_spec(entry.spec)
     except ProviderError as exc:
         problems.append(f"{where}: {exc}")
         return

@@ -12,7 +12,7 @@ from llama2.errors import Llama2Error, ConfigError
 from llama2.providers.base import Provider
 from llama2.providers.local import LocalProvider
 from llama2.providers.registry import load_provider, parse_spec
-from llama2.serve.config import DEFAULT_MAX_QUEUE, ModelEntry
+from llama2.serve.config import SERVED_MAX_QUEUE, ModelEntry
 from llama2.serve.protocol import ModelNotFoundError
 
 
@@ -47,7 +47,7 @@ class ModelPool:
         for entry in entries:
             options = dict(entry.options)
             if entry.is_local:
-                options.setdefault("max_queue", DEFAULT_MAX_QUEUE)
+                options.setdefault("max_queue", SERVED_MAX_QUEUE)
             try:
                 loaded.append(ServedModel(entry, load_provider(entry.spec, **options)))
             except Llama2Error as exc:

@@ -102,7 +102,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
     except BaseException as exc:
         await gate.fail(call, exc)
         raise
-    usage = _usage(call, completions, shared_prompt=True)
+    usage = _usage(call, completions, choices_per_prompt=n)
     choices = [
         chat_choice(i, c.text, c.finish_reason, chat_logprobs(c.token_logprobs) if params.logprobs else None)
         for i, c in enumerate(completions)
@@ -149,7 +149,7 @@ async def completions(body: CompletionRequest, request: Request, key: KeyInfo = 
     except BaseException as exc:
         await gate.fail(call, exc)
         raise
-    usage = _usage(call, results, shared_prompt=False, n=n)
+    usage = _usage(call, results, choices_per_prompt=n)
     choices = [
         text_choice(i, c.text, c.finish_reason, completion_logprobs(c.token_logprobs) if params.logprobs else None)
         for i, c in enumerate(results)
@@ -177,13 +177,10 @@ async def _stream_text(gate: Gateway, call: Call, body: CompletionRequest, reque
     return await gate.stream(call, requests, chunk, opening=[], usage_chunk=usage, choices_per_prompt=n)
 
 
-def _usage(call: Call, results: list[Completion], *, shared_prompt: bool, n: int = 1) -> dict[str, int]:
-    """OpenAI counts a prompt once however many choices it has (n), and each prompt of a list once."""
+def _usage(call: Call, results: list[Completion], choices_per_prompt: int) -> dict[str, int]:
+    """OpenAI counts each prompt once however many choices (n) it has: choices k*n..k*n+n-1 share one."""
     completion = sum(r.completion_tokens for r in results)
-    if shared_prompt:
-        prompt = results[0].prompt_tokens if results else 0
-    else:
-        prompt = sum(r.prompt_tokens for r in results[::n])
+    prompt = sum(r.prompt_tokens for r in results[::choices_per_prompt])
     call.add_usage(prompt, completion)
     return usage_block(prompt, completion)
 

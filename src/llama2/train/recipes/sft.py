@@ -18,6 +18,7 @@ train; every checkpoint also carries the adapters in PEFT's format (`adapter/`),
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llama2.data.sft import mix_sft, parse_mixture
-from llama2.data.sft_examples import PACKING_MODES, PackedRows, attention_mask, build_examples, pack_examples
+from llama2.data.sft_examples import PackedRows, attention_mask, build_examples, pack_examples
 from llama2.errors import ConfigError, Llama2Error
 from llama2.model.checkpoint import find_tokenizer, load_state, read_model_args, resolve_model_path, save_meta
 from llama2.model.config import ModelArgs
@@ -159,8 +160,11 @@ class SFT:
 
     def _row_at(self, index: int) -> int:
         epoch, offset = divmod(index, len(self.train_rows))
-        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.train_rows))
-        return int(order[offset])
+        return int(self._epoch_order(epoch)[offset])
+
+    @functools.lru_cache(maxsize=2)  # a step reads one epoch, or the end of one and the start of the next
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.config.seed, epoch]).permutation(len(self.train_rows))
 
     def eval_batches(self, runtime: Runtime) -> list[dict[str, torch.Tensor]]:
         """Held-out rows, split across ranks; ranks with fewer rows repeat their last (same count)."""
