@@ -1,6 +1,7 @@
 """Continuous batching: requests that join a running batch at any step get exactly what they would
 have got alone, cancelled ones free their rows, and overload is refused rather than queued forever."""
 
+import asyncio
 import threading
 import time
 
@@ -8,7 +9,7 @@ import pytest
 
 from llama2.errors import OverloadedError
 from llama2.generation.engine import DecodeBatch, Engine
-from llama2.generation.scheduler import Scheduler
+from llama2.generation.scheduler import LoopSink, Scheduler
 from llama2.model.config import get_preset
 from llama2.model.transformer import Transformer
 from llama2.types import GenerationResult, SamplingParams, StreamDelta
@@ -138,6 +139,74 @@ def test_close_fails_what_is_still_waiting(engine):
         second.result(timeout=10)
     with pytest.raises(OverloadedError):
         scheduler.submit([1, 2], GREEDY, Collector())
+
+
+class _WorkerKilled(BaseException):
+    """Stands for anything a step should never raise (not an Exception, so no step catches it)."""
+
+
+def test_a_worker_that_dies_answers_everyone_and_a_new_one_takes_over(engine, monkeypatch):
+    scheduler = Scheduler(engine, max_batch_size=1)
+    deaths = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: deaths.append(args.exc_type))
+    original_step = DecodeBatch.step
+
+    def step_then_die(self):
+        if self.rows[0].params.max_new_tokens == 250:
+            raise _WorkerKilled()
+        return original_step(self)
+
+    monkeypatch.setattr(DecodeBatch, "step", step_then_die)
+    try:
+        running, waiting = Collector(), Collector()
+        scheduler.submit([1, 2], SamplingParams(max_new_tokens=250, temperature=0), running)
+        scheduler.submit([1, 3], SamplingParams(max_new_tokens=250, temperature=0), waiting)
+        for collector in (running, waiting):
+            with pytest.raises(OverloadedError, match="stopped unexpectedly"):
+                collector.result(timeout=10)
+        after = Collector()
+        scheduler.submit(PROMPTS[0], GREEDY, after)
+        assert after.result(timeout=10).finish_reason == "length"
+    finally:
+        scheduler.close()
+    assert deaths == [_WorkerKilled]
+
+
+def test_a_sink_that_raises_does_not_stop_the_others(engine, scheduler, monkeypatch):
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)
+
+    def broken(event):
+        raise ValueError("a broken sink")
+
+    healthy = Collector()
+    scheduler.submit(PROMPTS[1], GREEDY, broken)
+    scheduler.submit(PROMPTS[0], GREEDY, healthy)
+    assert healthy.result(timeout=10).finish_reason == "length"
+
+
+def test_a_loop_receiver_that_raises_does_not_starve_the_others_on_its_loop(engine, scheduler):
+    """One step's events for a loop arrive in one callback; a failing receiver is reported there."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        reported, finished = [], loop.create_future()
+        loop.set_exception_handler(lambda _, context: reported.append(context["exception"]))
+
+        def broken(event):
+            raise ValueError("a broken receiver")
+
+        def healthy(event):
+            if isinstance(event, GenerationResult) and not finished.done():
+                finished.set_result(event)
+
+        scheduler.submit_many([(PROMPTS[1], GREEDY, LoopSink(loop, broken)),
+                               (PROMPTS[0], GREEDY, LoopSink(loop, healthy))])
+        result = await asyncio.wait_for(finished, 10)
+        return result, reported
+
+    result, reported = asyncio.run(main())
+    assert result.finish_reason == "length"
+    assert reported and all(isinstance(exc, ValueError) for exc in reported)
 
 
 def test_the_cache_grows_when_a_longer_request_joins(engine):

@@ -11,6 +11,7 @@ import json
 
 import httpx
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -60,7 +61,15 @@ def fuzzed_server(tiny_checkpoint, tmp_path_factory):
                          max_body_bytes=64 * 1024)
     gateway = build_gateway(config, store)
     with running(create_app(gateway, max_body_bytes=config.max_body_bytes)) as url:
-        yield {"url": url, "headers": {"Authorization": f"Bearer {key}"}}
+        yield {"url": url, "headers": {"Authorization": f"Bearer {key}"}, "gateway": gateway}
+
+
+def scheduler_state(gateway) -> str:
+    """What the served model's scheduler holds: the first thing to read when a request times out."""
+    scheduler = gateway.models.get("tiny").provider.scheduler
+    thread = scheduler._thread
+    return (f"scheduler worker {'alive' if thread is not None and thread.is_alive() else 'gone'}, "
+            f"{scheduler.queue_depth} waiting, {scheduler.active} running, {len(scheduler._jobs)} jobs")
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +124,10 @@ def test_v1_operations_answer_as_their_schema_says(gateway_schema, fuzzed_server
     @given(case=cases)
     @EXAMPLES
     def fuzz(case):
-        case.call_and_validate(headers=fuzzed_server["headers"], timeout=20)
+        try:
+            case.call_and_validate(headers=fuzzed_server["headers"], timeout=20)
+        except requests.Timeout as exc:
+            raise AssertionError(f"no answer in 20 s ({scheduler_state(fuzzed_server['gateway'])}): {exc}") from exc
 
     fuzz()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -46,8 +47,21 @@ class LoopSink:
 
 
 def _receive_all(events: list[tuple[Callable[[Event], None], Event]]) -> None:
+    """Runs on the loop: one receiver that raises must not keep the others' events from them."""
     for receive, event in events:
-        receive(event)
+        try:
+            receive(event)
+        except Exception as exc:  # reported like any failed callback; the rest are still delivered
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "a scheduler sink failed", "exception": exc})
+
+
+def _send_safely(sink: Sink, event: Event) -> None:
+    """Hand `event` to a sink from the model thread; a sink that raises is reported, not fatal."""
+    try:
+        sink(event)
+    except Exception:
+        threading.excepthook(threading.ExceptHookArgs((*sys.exc_info(), threading.current_thread())))
 
 
 class Ticket:
@@ -153,7 +167,16 @@ class Scheduler:
     # ---- the worker thread ------------------------------------------------------------------
 
     def _work(self) -> None:
+        """The worker's whole life. Whatever ends it — close, or an error no step should raise —
+        every waiting and running request gets an answer (an error), and a later submit starts a
+        new worker: a request never waits on a thread that is gone."""
         batch = DecodeBatch(self.engine)
+        try:
+            self._serve(batch)
+        finally:
+            self._shut_down()
+
+    def _serve(self, batch: DecodeBatch) -> None:
         while True:
             with self._wake:
                 while not (self._closed or self._waiting or self._jobs or batch.rows):
@@ -164,6 +187,7 @@ class Scheduler:
                 self._jobs.clear()
                 room = self.max_batch_size - len(batch.rows)
                 joining = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+                self._running.update((id(t.sequence), t) for t in joining)  # from here on, _shut_down sees them
                 cancelled, self._cancelled = self._cancelled, set()
             for work, future in jobs:
                 self._run_job(work, future)
@@ -173,16 +197,15 @@ class Scheduler:
                     batch.remove(seq)
                     del self._running[id(seq)]
                 if joining:
-                    self._running.update((id(t.sequence), t) for t in joining)
                     self._deliver(batch.admit([t.sequence for t in joining]))
                 if batch.rows:
                     self._deliver(batch.step())
             except Exception as exc:  # a failed forward pass fails the requests in it, not the server
-                for ticket in self._running.values():
-                    ticket.sink(exc)
+                failed = list(self._running.values())
                 self._running.clear()
                 batch = DecodeBatch(self.engine)
-        self._shut_down(batch)
+                for ticket in failed:
+                    _send_safely(ticket.sink, exc)
 
     def _deliver(self, stepped: list[tuple[_Sequence, int | None]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Callable[[Event], None], Event]]] = {}
@@ -191,7 +214,7 @@ class Scheduler:
             if isinstance(sink, LoopSink):
                 by_loop.setdefault(sink.loop, []).append((sink.receive, event))
             else:
-                sink(event)
+                _send_safely(sink, event)
 
         try:
             for seq, token in stepped:
@@ -218,16 +241,21 @@ class Scheduler:
         except BaseException as exc:  # handed to the caller, who re-raises it
             future.set_exception(exc)
 
-    def _shut_down(self, batch: DecodeBatch) -> None:
-        error = OverloadedError("the model was shut down before this request finished; send it again")
+    def _shut_down(self) -> None:
         with self._wake:
+            if self._closed:
+                error = OverloadedError("the model was shut down before this request finished; send it again")
+            else:  # the worker failed: what it held is lost, the next submit starts a new one
+                error = OverloadedError("the model's worker stopped unexpectedly; send the request again")
+                self._thread = None
             pending = list(self._waiting) + list(self._running.values())
             self._waiting.clear()
             self._running.clear()
+            self._cancelled.clear()
             jobs = list(self._jobs)
             self._jobs.clear()
         for ticket in pending:
-            ticket.sink(error)
+            _send_safely(ticket.sink, error)
         for _, future in jobs:
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
