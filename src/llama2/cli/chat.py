@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llama2.cli.common import add_model_options, add_sampling_options, load_llama, sampling_kwargs
+from llama2.cli.common import DEFAULT_CHAT_MODEL, add_model_options, add_sampling_options, load_llama, sampling_kwargs
 
 HELP = "commands: /system TEXT, /reset, /exit"
 
@@ -17,7 +17,7 @@ HELP = "commands: /system TEXT, /reset, /exit"
 def register(subparsers) -> None:
     parser = subparsers.add_parser("chat", help="chat with a model", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_options(parser)
+    add_model_options(parser, default=DEFAULT_CHAT_MODEL)
     add_sampling_options(parser, max_new_tokens=512)
     parser.add_argument("--system", default=None, help="system prompt")
     parser.add_argument("--default-system-prompt", action="store_true",

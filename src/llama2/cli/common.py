@@ -6,12 +6,14 @@ import argparse
 import json
 import sys
 
-DEFAULT_MODEL = "default"
+DEFAULT_MODEL = "default"  # the bundled base model: continues text
+DEFAULT_CHAT_MODEL = "default-chat"  # the bundled model after SFT: answers in the chat format
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
-                        help="checkpoint folder (Meta or Hugging Face), preset name, or 'default' (the bundled model)")
+def add_model_options(parser: argparse.ArgumentParser, *, default: str = DEFAULT_MODEL) -> None:
+    parser.add_argument("--model", "-m", default=default,
+                        help="checkpoint folder (Meta or Hugging Face), preset name, 'default' (the bundled base model) "
+                             f"or 'default-chat' (the bundled chat model); default: {default}")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the checkpoint's)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
 
