@@ -9,7 +9,7 @@ from scipy import stats as scipy_stats
 from llama2.errors import DataError
 from llama2.evaluate.benchmarks.base import SampleResult
 from llama2.evaluate.stats import (bootstrap_macro_mean, bootstrap_mean, estimator_name, metric_interval,
-                                   paired_bootstrap, paired_difference)
+                                   paired_bootstrap, paired_difference, resample_counts, win_tie_loss)
 
 # Monte-Carlo tolerance: with 10,000 resamples the 2.5%/97.5% quantiles of a mean of ~0/1 scores
 # wander by ~0.002 between seeds; 0.01 is five of those and far below the intervals' widths (~0.1).
@@ -123,3 +123,31 @@ def test_paired_difference_matches_samples_by_id():
     assert n == 4 and interval.estimate == pytest.approx(0.25)
     with pytest.raises(DataError, match="no sample was scored for both"):
         paired_difference(first, results([1], prefix="other"), "acc")
+
+
+def test_win_tie_loss_rates_agree_with_scipy():
+    rng = np.random.default_rng(3)
+    outcomes = rng.choice(["win", "tie", "loss"], p=[0.36, 0.31, 0.33], size=500).tolist()
+    ours = win_tie_loss(outcomes, seed=4)
+    assert ours.n == 500 and ours.win.estimate + ours.tie.estimate + ours.loss.estimate == pytest.approx(1)
+    for outcome, interval in (("win", ours.win), ("tie", ours.tie), ("loss", ours.loss)):
+        indicator = (np.array(outcomes) == outcome).astype(float)
+        low, high = scipy_interval((indicator,), np.mean)
+        assert interval.estimate == pytest.approx(indicator.mean())
+        assert interval.low == pytest.approx(low, abs=TOLERANCE) and interval.high == pytest.approx(high, abs=TOLERANCE)
+    assert win_tie_loss(outcomes, seed=4).to_dict() == ours.to_dict() and set(ours.to_dict()) == {"win", "tie", "loss", "n"}
+
+
+def test_win_tie_loss_rejects_other_outcomes():
+    with pytest.raises(DataError, match="outcome 1 is 'lose'; each outcome must be one of win, tie, loss"):
+        win_tie_loss(["win", "lose"])
+    with pytest.raises(DataError, match="no outcomes"):
+        win_tie_loss([])
+
+
+def test_resample_counts_draw_items_uniformly():
+    blocks = list(resample_counts(7, 3000, np.random.default_rng(0)))
+    counts = np.concatenate(blocks)
+    assert counts.shape == (3000, 7) and (counts.sum(axis=1) == 7).all()
+    assert counts.mean(axis=0) == pytest.approx(np.ones(7), abs=0.08)  # each item drawn once per resample on average
+    assert counts.var(axis=0) == pytest.approx(np.full(7, 6 / 7), abs=0.1)  # binomial(7, 1/7) variance

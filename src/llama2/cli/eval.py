@@ -13,6 +13,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llama2.cli import eval_pairwise, eval_stats
 from llama2.cli.common import print_json
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ def register(subparsers) -> None:
                      help="requests per provider call (default: 1 for API models, 256 for local ones, which batch them and share few-shot prefixes within a call)")
     run.add_argument("--json", action="store_true", help="print the summaries (and differences) as JSON")
     run.set_defaults(func=run_eval)
+    eval_stats.register(commands)
+    eval_pairwise.register(commands)
 
 
 def cache_path(args: argparse.Namespace) -> Path:

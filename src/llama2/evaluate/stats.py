@@ -11,11 +11,15 @@ of MMLU's 14,042 questions need about 64 MB at a time, not 2 GB.
 - `paired_bootstrap`: two models on the same samples. The same resample indices go to both, which
   is the bootstrap of the per-sample differences: it accounts for the two scores being correlated
   (easy questions are easy for both), so its interval is much narrower than two separate ones.
+- `win_tie_loss`: the three rates of a pairwise comparison (Llama 2, §3.4.2: win / tie / loss with
+  95% CIs), each resampled over the same draws of items.
+- `resample_counts`: the bootstrap as item multiplicities, for statistics that are not plain means
+  but sums over items (Krippendorff's ordinal alpha, from the items' coincidence matrices).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +49,7 @@ def bootstrap_mean(values: Sequence[float] | np.ndarray, *, confidence: float = 
     """Percentile-bootstrap interval of the mean of `values`."""
     x = _as_array(values)
     means = _resampled_means(x, n_resamples, np.random.default_rng(seed))
-    return _interval(float(x.mean()), means, confidence)
+    return percentile_interval(float(x.mean()), means, confidence)
 
 
 def bootstrap_macro_mean(values: Sequence[float] | np.ndarray, groups: Sequence[str], *, confidence: float = 0.95,
@@ -63,7 +67,7 @@ def bootstrap_macro_mean(values: Sequence[float] | np.ndarray, groups: Sequence[
         members = x[labels == name]
         point[row] = members.mean()
         group_means[row] = _resampled_means(members, n_resamples, rng)
-    return _interval(float(point.mean()), group_means.mean(axis=0), confidence)
+    return percentile_interval(float(point.mean()), group_means.mean(axis=0), confidence)
 
 
 def paired_bootstrap(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
@@ -78,6 +82,51 @@ def paired_bootstrap(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nd
     if groups is None:
         return bootstrap_mean(x - y, confidence=confidence, n_resamples=n_resamples, seed=seed)
     return bootstrap_macro_mean(x - y, groups, confidence=confidence, n_resamples=n_resamples, seed=seed)
+
+
+OUTCOMES = ("win", "tie", "loss")
+
+
+@dataclass(frozen=True)
+class WinTieLoss:
+    """Win, tie and loss rates of model A against model B over `n` compared items, each with its
+    bootstrap interval. The three estimates sum to 1."""
+
+    win: Interval
+    tie: Interval
+    loss: Interval
+    n: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"win": self.win.to_dict(), "tie": self.tie.to_dict(), "loss": self.loss.to_dict(), "n": self.n}
+
+
+def win_tie_loss(outcomes: Sequence[str], *, confidence: float = 0.95, n_resamples: int = N_RESAMPLES,
+                 seed: int = 0) -> WinTieLoss:
+    """Rates of "win", "tie" and "loss" (model A's side of each item) with percentile-bootstrap
+    intervals over items. One seed gives the three the same resamples, so each resample's three
+    rates still sum to 1."""
+    if not len(outcomes):
+        raise DataError("no outcomes to count; give one of win, tie or loss per compared item")
+    for position, outcome in enumerate(outcomes):
+        if outcome not in OUTCOMES:
+            raise DataError(f"outcome {position} is {outcome!r}; each outcome must be one of {', '.join(OUTCOMES)} "
+                            "(from model A's side)")
+    labels = np.asarray(outcomes, dtype=object)
+    rates = [bootstrap_mean((labels == outcome).astype(np.float64), confidence=confidence,
+                            n_resamples=n_resamples, seed=seed) for outcome in OUTCOMES]
+    return WinTieLoss(*rates, n=len(labels))
+
+
+def resample_counts(n: int, n_resamples: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """How often each of `n` items is drawn in each of `n_resamples` resamples with replacement:
+    float arrays of shape (block, n), blocks kept to `_BLOCK_ELEMENTS` values, rows summing to n.
+    A statistic that is a sum over items becomes `counts @ per_item`."""
+    block = max(1, _BLOCK_ELEMENTS // n)
+    for start in range(0, n_resamples, block):
+        rows = min(block, n_resamples - start)
+        draws = rng.integers(0, n, size=(rows, n)) + (np.arange(rows) * n)[:, None]
+        yield np.bincount(draws.ravel(), minlength=rows * n).reshape(rows, n).astype(np.float64)
 
 
 def metric_interval(results: Sequence[SampleResult], metric: str, *, seed: int = 0) -> Interval:
@@ -141,7 +190,8 @@ def _resampled_means(x: np.ndarray, n_resamples: int, rng: np.random.Generator) 
     return means
 
 
-def _interval(estimate: float, resampled: np.ndarray, confidence: float) -> Interval:
+def percentile_interval(estimate: float, resampled: np.ndarray, confidence: float) -> Interval:
+    """`estimate` with the central `confidence` share of its bootstrap replicates `resampled`."""
     if not 0 < confidence < 1:
         raise DataError(f"confidence must lie between 0 and 1; got {confidence}")
     alpha = 1 - confidence
