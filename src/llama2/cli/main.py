@@ -10,7 +10,7 @@ import sys
 from llama2.errors import Llama2Error
 
 # Command groups, each a module in llama2.cli with `register(subparsers)`.
-COMMAND_MODULES = ("info", "generate", "chat", "convert", "data", "train", "eval", "serve", "admin", "gatt")
+COMMAND_MODULES = ("info", "generate", "chat", "convert", "data", "train", "eval", "serve", "admin", "gatt", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
