@@ -135,3 +135,17 @@ def test_no_prompt_without_a_terminal(data_dir, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert admin(data_dir, "add-user", "alice@example.com") == 1
     assert "--password-stdin" in capsys.readouterr().err
+
+
+def test_disable_and_enable_a_user(data_dir, monkeypatch, capsys):
+    assert add_user(data_dir, monkeypatch) == 0
+    assert admin(data_dir, "disable-user", "Alice@example.com") == 0
+    assert "disabled alice@example.com" in capsys.readouterr().out
+    with Store.open(data_dir) as store:
+        assert store.get_user("alice@example.com").disabled
+        assert store.check_password("alice@example.com", "correct horse") is None
+    assert admin(data_dir, "enable-user", "alice@example.com") == 0
+    with Store.open(data_dir) as store:
+        assert store.check_password("alice@example.com", "correct horse") is not None
+    assert admin(data_dir, "disable-user", "nobody@example.com") == 1
+    assert "no user nobody@example.com" in capsys.readouterr().err

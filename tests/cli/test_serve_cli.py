@@ -42,7 +42,7 @@ def test_model_arguments_name_themselves():
     assert model_from_argument("local:/models/llama-2-7b-chat/").name == "llama-2-7b-chat"
     assert model_from_argument("chat=azure:gpt-35-turbo").name == "chat"
     assert model_from_argument("http://127.0.0.1:8080/v1#llama").name == "llama"
-    assert [m.name for m in load_config(None, {}, []).models] == ["default"]
+    assert [m.name for m in load_config(None, {}, []).models] == ["default-chat", "default"]
 
 
 def test_serve_announces_its_url_and_answers(tmp_path, tiny_checkpoint):

@@ -1,4 +1,5 @@
-"""Keys, passwords, the per-minute limiter and the Authorizer's 401/403/429 decisions."""
+"""Keys, the per-minute limiter, the sign-in throttle and the Authorizer's 401/403/429 decisions
+(password hashes: test_passwords.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from llama2.errors import AuthenticationError, ConfigError, PermissionDeniedError, RateLimitError
-from llama2.serve.auth import (KEY_ID_LENGTH, KEY_PREFIX, Authorizer, RateLimiter, generate_key, hash_key,
-                               hash_password, key_id_of, mask_secret, verify_key, verify_password)
+from llama2.errors import AuthenticationError, PermissionDeniedError, RateLimitError
+from llama2.serve.auth import (KEY_ID_LENGTH, KEY_PREFIX, Authorizer, LoginThrottle, RateLimiter, generate_key,
+                               hash_key, key_id_of, mask_secret, verify_key)
 from llama2.serve.store import Usage, UsageRecord, User
 
 
@@ -38,17 +39,36 @@ def test_masked_secrets_never_show_the_whole_key():
     assert mask_secret("short-secret") == "***"
 
 
-def test_passwords_hash_with_salted_scrypt_and_verify():
-    encoded = hash_password("correct horse")
-    scheme, n, r, p, salt, digest = encoded.split("$")
-    assert (scheme, n, r, p) == ("scrypt", "16384", "8", "1")
-    assert hash_password("correct horse") != encoded  # a fresh salt each time
-    assert verify_password("correct horse", encoded)
-    assert not verify_password("correct horsE", encoded)
-    for malformed in ("", "plain", "bcrypt$1$2$3$x$y", "scrypt$x$8$1$AAAA$AAAA", "scrypt$16384$8$1$!!$AAAA"):
-        assert not verify_password("correct horse", malformed)
-    with pytest.raises(ConfigError, match="at least 8 characters"):
-        hash_password("short")
+def test_login_throttle_locks_an_account_then_an_address_for_a_while():
+    clock = FakeClock()
+    throttle = LoginThrottle(max_per_account=3, max_per_ip=4, lockout_s=900, clock=clock)
+    throttle.failed("a@x", "1.1.1.1")
+    throttle.failed("a@x", "1.1.1.1")
+    throttle.succeeded("a@x")  # a right password starts the account's count again (not the address's)
+    throttle.failed("a@x", "1.1.1.1")
+    throttle.failed("a@x", "2.2.2.2")
+    assert throttle.locked_for("a@x", "3.3.3.3") is None and throttle.locked_for("b@x", "1.1.1.1") is None
+    throttle.failed("a@x", "1.1.1.1")  # the account's third failure, the address's fourth
+    assert throttle.locked_for("a@x", "3.3.3.3") == 900
+    assert throttle.locked_for("b@x", "1.1.1.1") == 900
+    assert throttle.locked_for("b@x", "2.2.2.2") is None
+    clock.t += 899.5
+    assert throttle.locked_for("a@x", "3.3.3.3") == 0.5
+    clock.t += 0.5
+    assert throttle.locked_for("a@x", "3.3.3.3") is None and throttle.locked_for("b@x", "1.1.1.1") is None
+
+
+def test_login_throttle_counts_failures_within_the_window_only():
+    clock = FakeClock()
+    throttle = LoginThrottle(max_per_account=3, max_per_ip=100, lockout_s=60, clock=clock)
+    for _ in range(2):
+        throttle.failed("a@x", "ip")
+    clock.t += 61  # those two have aged out
+    throttle.failed("a@x", "ip")
+    throttle.failed("a@x", "ip")
+    assert throttle.locked_for("a@x", "ip") is None
+    throttle.failed("a@x", "ip")
+    assert throttle.locked_for("a@x", "ip") == 60
 
 
 def test_rate_limiter_slides_a_60_second_window():

@@ -26,6 +26,12 @@ def register(subparsers) -> None:
     add_user.add_argument("--role", choices=["admin", "user"], default="user")
     add_user.add_argument("--password-stdin", action="store_true", help="read the password from stdin instead of a prompt")
 
+    for name, verb in (("disable-user", "disable"), ("enable-user", "enable")):
+        toggle = _command(commands, name, f"{verb} a user: a disabled user's API keys and web sessions stop "
+                          "working at their next request", run_set_disabled)
+        toggle.add_argument("email")
+        toggle.set_defaults(disable=verb == "disable")
+
     create_key = _command(commands, "create-key", "create an API key for a user and print it once", run_create_key)
     create_key.add_argument("email")
     create_key.add_argument("--name", default=None, help="what the key is for, shown in listings")
@@ -75,6 +81,13 @@ def run_add_user(args: argparse.Namespace) -> int:
             raise ConfigError(f"user {email} already exists")
         user = store.add_user(email, role=args.role, password=_read_password(args.password_stdin))
     print(f"added {user.role} {user.email}; create an API key with: llama2 admin create-key {user.email}")
+    return 0
+
+
+def run_set_disabled(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        store.set_disabled(args.email, args.disable)
+    print(f"{'disabled' if args.disable else 'enabled'} {args.email.strip().lower()}")
     return 0
 
 

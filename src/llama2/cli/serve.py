@@ -1,4 +1,4 @@
-"""`llama2 serve`: the OpenAI-compatible gateway (README, "Serving")."""
+"""`llama2 serve`: the web chat at / and the OpenAI-compatible gateway at /v1 (README, "Web chat", "Serving")."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="serve models over OpenAI's API (local Llama 2 and hosted ones behind per-user keys)",
-        description="With no arguments: the bundled default model on http://127.0.0.1:8000/v1.",
+        help="serve models: a web chat with sign-in, and OpenAI's API behind per-user keys",
+        description="With no arguments: the bundled chat model (default-chat) and base model (default) on http://127.0.0.1:8000/v1.",
     )
     parser.add_argument("--config", type=Path, default=None, help="serve.yaml: server settings and the models offered")
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1: this machine only)")
@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     tls = _tls_options(args)
     print(f"llama2 serve: loading {', '.join(m.name for m in config.models)} ...", file=sys.stderr)
     gateway = build_gateway(config)
-    app = create_app(gateway, max_body_bytes=config.max_body_bytes)
+    app = create_app(gateway, max_body_bytes=config.max_body_bytes, web_settings=config.web)
+    setup_path = app.state.web.setup.path  # set when the store has no user yet
     data_dir = config.data_dir or default_data_dir()
     where = f"--db {config.db}" if config.db else f"--data-dir {data_dir}"
     has_keys = bool(gateway.store.list_keys())
@@ -55,9 +56,16 @@ def run(args: argparse.Namespace) -> int:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
             scheme = "https" if tls else "http"
+            browse = f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}"
+            print(f"llama2 serve: web chat at {browse}/", flush=True)
             print(f"llama2 serve: OpenAI-compatible API at {scheme}://{shown}:{port}/v1 "
                   f"(models: {', '.join(gateway.models.models)})", flush=True)
-            if not has_keys:
+            if setup_path is not None:
+                print("llama2 serve: no accounts yet; open this one-time link to create the admin account"
+                      f"{' (from this machine)' if config.web.setup_loopback_only else ''}:\n"
+                      f"  {browse}{setup_path}\n"
+                      f"  (or: llama2 admin add-user you@example.com --role admin {where})", flush=True)
+            elif not has_keys:
                 print("llama2 serve: no API keys yet; create the first one in another terminal:\n"
                       f"  llama2 admin add-user you@example.com --role admin {where}\n"
                       f"  llama2 admin create-key you@example.com {where}", flush=True)

@@ -11,9 +11,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llama2.serve import errors
+from llama2.serve import errors, web
 from llama2.serve.auth import Authorizer
-from llama2.serve.config import ServeConfig
+from llama2.serve.config import ServeConfig, WebSettings
 from llama2.serve.gateway import Gateway
 from llama2.serve.metrics import Metrics
 from llama2.serve.models import ModelPool
@@ -39,7 +39,7 @@ def build_gateway(config: ServeConfig, store: Store | None = None) -> Gateway:
     return Gateway(store, Authorizer(store), models, Metrics(scheduler_state), log_content=config.log_content)
 
 
-def create_app(gateway: Gateway, *, max_body_bytes: int) -> FastAPI:
+def create_app(gateway: Gateway, *, max_body_bytes: int, web_settings: WebSettings = WebSettings()) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
@@ -55,6 +55,7 @@ def create_app(gateway: Gateway, *, max_body_bytes: int) -> FastAPI:
     errors.install(app)
     app.include_router(openai.router)
     app.include_router(health.router)
+    web.install(app, gateway, web_settings)  # the web chat at /
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     return app
 

@@ -1,19 +1,17 @@
-"""Secrets and access policy of the server, with no HTTP in sight: API keys, passwords, rate limits.
+"""Secrets and access policy of the server, with no HTTP in sight: API keys, roles, rate limits and
+the throttle on password guessing (password hashes themselves live in `serve.passwords`).
 
 - API keys are `sk-l2-` + an 8-character public id + 256 random bits. The id (`sk-l2-AbCd1234`) is the
   prefix shown in listings and used to revoke; the store keeps only the SHA-256 of the whole key,
   which is enough for a high-entropy secret (no slow hash needed: nothing to brute-force).
-- Passwords are low-entropy, so they get scrypt (memory-hard) with a random salt; the parameters
-  travel in the hash string (`scrypt$n$r$p$salt$hash`) so they can be raised later without breaking
-  old hashes.
 - `Authorizer` turns a presented key into a `KeyInfo` and decides, per request, whether its model
   list, requests-per-minute and tokens-per-day allow it, raising the typed errors the server maps to
   401/403/429.
+- `LoginThrottle` locks an account, or a client address, for a while after repeated wrong passwords.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -24,7 +22,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from llama2.errors import AuthenticationError, ConfigError, PermissionDeniedError, RateLimitError
+from llama2.errors import AuthenticationError, PermissionDeniedError, RateLimitError
 
 if TYPE_CHECKING:
     from llama2.serve.store import KeyInfo, Store
@@ -33,9 +31,7 @@ KEY_PREFIX = "sk-l2-"
 KEY_ID_LENGTH = len(KEY_PREFIX) + 8  # token_urlsafe(6) is 8 characters
 KEY_LENGTH = KEY_ID_LENGTH + 43  # token_urlsafe(32) is 43 characters
 
-MIN_PASSWORD_LENGTH = 8
-# scrypt cost: 2**14 x 8 x 128 B = 16 MiB and ~50 ms per hash (the interactive-login setting of RFC 7914 §2).
-SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_SALT_BYTES, SCRYPT_KEY_BYTES = 2**14, 8, 1, 16, 32
+ROLES = ("admin", "user")
 RATE_WINDOW_S = 60.0
 
 
@@ -68,37 +64,6 @@ def mask_secret(secret: str) -> str:
     return f"{secret[:8]}***{secret[-4:]}"
 
 
-def hash_password(password: str) -> str:
-    """`scrypt$n$r$p$salt$hash` (salt and hash base64) of a password of at least MIN_PASSWORD_LENGTH characters."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ConfigError(f"password is too short: use at least {MIN_PASSWORD_LENGTH} characters")
-    salt = secrets.token_bytes(SCRYPT_SALT_BYTES)
-    digest = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_KEY_BYTES)
-    return "$".join(["scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest)])
-
-
-def verify_password(password: str, encoded: str) -> bool:
-    """Whether `password` matches a `hash_password` string (constant-time); False for a malformed hash."""
-    try:
-        scheme, n, r, p, salt, digest = encoded.split("$")
-        if scheme != "scrypt":
-            return False
-        expected = base64.b64decode(digest, validate=True)
-        actual = _scrypt(password, base64.b64decode(salt, validate=True), int(n), int(r), int(p), len(expected))
-    except ValueError:
-        return False
-    return hmac.compare_digest(actual, expected)
-
-
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
-    # maxmem: room for the 128*n*r bytes scrypt needs plus slack (OpenSSL's default cap is 32 MiB).
-    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=256 * n * r + 2**20)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 class RateLimiter:
     """Requests per minute per key over a sliding 60 s window, in this process's memory; thread-safe.
 
@@ -123,6 +88,62 @@ class RateLimiter:
                 return hits[len(hits) - limit] + self._window_s - now
             hits.append(now)
             return None
+
+
+class LoginThrottle:
+    """Temporary lockout after repeated wrong passwords, per account and per client address; in this
+    process's memory, thread-safe.
+
+    `max_per_account` failures for one email within `lockout_s` lock that email for `lockout_s`
+    (also against the right password: that is what stops guessing), and `max_per_ip` failures from
+    one address lock that address the same way (one client trying many accounts). Emails that have
+    no account are counted like real ones, so a lockout tells nobody which accounts exist.
+    """
+
+    MAX_TRACKED = 100_000  # entries kept before old ones are swept (bounds memory under a flood)
+
+    def __init__(self, *, max_per_account: int, max_per_ip: int, lockout_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._limits = {"account": max_per_account, "ip": max_per_ip}
+        self._lockout_s = lockout_s
+        self._clock = clock
+        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._locked_until: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def locked_for(self, email: str, ip: str) -> float | None:
+        """Seconds until this email may try again from this address, or None when it may now."""
+        now = self._clock()
+        with self._lock:
+            waits = [self._locked_until.get(key, 0.0) - now for key in (("account", email), ("ip", ip))]
+        wait = max(waits)
+        return wait if wait > 0 else None
+
+    def failed(self, email: str, ip: str) -> None:
+        """Count one wrong password; lock the account or address that reaches its limit."""
+        now = self._clock()
+        with self._lock:
+            if len(self._failures) > self.MAX_TRACKED:
+                self._sweep(now)
+            for key in (("account", email), ("ip", ip)):
+                times = self._failures.setdefault(key, deque())
+                while times and times[0] <= now - self._lockout_s:
+                    times.popleft()
+                times.append(now)
+                if len(times) >= self._limits[key[0]]:
+                    self._locked_until[key] = now + self._lockout_s
+                    times.clear()
+
+    def succeeded(self, email: str) -> None:
+        """A right password: the account's count of failures starts again (the address's does not)."""
+        with self._lock:
+            self._failures.pop(("account", email), None)
+
+    def _sweep(self, now: float) -> None:
+        for key in [k for k, t in self._failures.items() if not t or t[-1] <= now - self._lockout_s]:
+            del self._failures[key]
+        for key in [k for k, until in self._locked_until.items() if until <= now]:
+            del self._locked_until[key]
 
 
 class Authorizer:

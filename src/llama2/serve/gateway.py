@@ -21,7 +21,7 @@ import anyio
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from llama2.errors import AuthenticationError
+from llama2.errors import AuthenticationError, PermissionDeniedError
 from llama2.providers.base import GenerateRequest
 from llama2.serve.auth import Authorizer
 from llama2.serve.errors import status_of
@@ -86,8 +86,11 @@ class Gateway:
         return await asyncio.to_thread(self.authorizer.authenticate, secret)
 
     async def begin(self, key: KeyInfo, model_name: str, endpoint: str, body: Any) -> Call:
-        """Resolve the model and check the key may use it now (model list, rate, daily tokens)."""
+        """Resolve the model and check the key may use it now (its user's role, the key's model list,
+        rate and daily tokens). The web chat calls this too, with a key-less `KeyInfo` of the user."""
         model = self.models.get(model_name)
+        if not model.entry.allows(key.user_role):  # serve.yaml's `roles:` of the model
+            raise PermissionDeniedError(f"the {key.user_role} role may not use model '{model_name}'; ask an admin")
         await asyncio.to_thread(self.authorizer.authorize, key, model_name)
         content = json.dumps(body.model_dump(exclude_none=True), ensure_ascii=False) if self.log_content else None
         return Call(key, model, endpoint, content)

@@ -1,4 +1,6 @@
-"""The server's records: users, API keys (as hashes only) and one usage row per request.
+"""The server's records: users, API keys (as hashes only), one usage row per request, and the web
+chat's sign-in sessions, conversations and messages (`serve.sessions` and `serve.conversations` read
+and write those; their tables are declared here so that one metadata holds the whole schema).
 
 SQLAlchemy 2 over SQLite in the data dir by default (WAL, so the server's writes and `llama2 admin`'s
 reads don't block each other) or PostgreSQL by URL. The schema belongs to the Alembic migrations in
@@ -12,26 +14,30 @@ from __future__ import annotations
 import functools
 import os
 import re
+import sqlite3
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, TypeDecorator,
-                        case, create_engine, event, func, select, text)
+from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text,
+                        TypeDecorator, case, create_engine, delete, event, func, select, text)
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from llama2.errors import ConfigError
-from llama2.serve.auth import generate_key, hash_key, hash_password, key_id_of, verify_key, verify_password
+from llama2.serve.auth import ROLES, generate_key, hash_key, key_id_of, verify_key
+from llama2.serve.passwords import hash_password, needs_rehash, verify_password
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from alembic.config import Config
 
 DEFAULT_DB_FILE = "llama2.db"
 DEFAULT_DATA_DIR = "~/.local/share/llama2"
-ROLES = ("admin", "user")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant: the PostgreSQL advisory lock that lets one process at a time migrate.
 MIGRATION_LOCK_KEY = 0x11A3A2
@@ -89,7 +95,8 @@ class Base(DeclarativeBase):
 
 class User(Base):
     """A person or application that holds keys; `password_hash` is None for users without a password
-    (API-key only, or single sign-on later)."""
+    (API-key only, or single sign-on later). `password_hash` is argon2id, or scrypt from before it
+    (replaced at the next sign-in)."""
 
     __tablename__ = "users"
 
@@ -143,11 +150,62 @@ class Usage(Base):
     response_body: Mapped[str | None] = mapped_column(Text)
 
 
+class WebSession(Base):
+    """A signed-in browser: the SHA-256 of its cookie's token (a stolen database holds no live
+    session), its CSRF token, and when it ends. Deleted at sign-out; ignored once its user is disabled."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Conversation(Base):
+    """A user's chat: its title, the model it talks to and that model's settings."""
+
+    __tablename__ = "conversations"
+    # sqlite_autoincrement: ids are never reused after a delete (SQLite would reuse the largest).
+    __table_args__ = (Index("ix_conversations_user_id_updated_at", "user_id", "updated_at"),
+                      {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(128))
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    temperature: Mapped[float | None] = mapped_column(Float)
+    max_tokens: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Message(Base):
+    """One turn of a conversation, in order of id. An assistant turn names the model that wrote it and
+    its state: `streaming` (being written; its row exists from the start so turns keep their order),
+    `done`, `stopped` (by the user; the text is what was written until then) or `error`."""
+
+    __tablename__ = "messages"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="done")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 @dataclass(frozen=True)
 class KeyInfo:
-    """What the server needs to know about a key; never holds the secret."""
+    """What the server needs to know about a key; never holds the secret. `id` is None for a person
+    signed in to the web chat, who is served and accounted as a key of their own with no limits."""
 
-    id: str
+    id: str | None
     user_email: str
     user_role: str
     name: str | None
@@ -245,6 +303,14 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    def reading(self) -> AbstractContextManager[Session]:
+        """A session for reads (the sibling record modules, `serve.sessions` and `serve.conversations`)."""
+        return self._sessions()
+
+    def writing(self) -> AbstractContextManager[Session]:
+        """A session in a transaction, committed when the block ends without an error."""
+        return self._sessions.begin()
+
     # Users ------------------------------------------------------------------------------------------
 
     def add_user(self, email: str, *, role: str = "user", password: str | None = None) -> User:
@@ -262,23 +328,64 @@ class Store:
             raise ConfigError(f"user {email} already exists") from error
         return user
 
+    def add_first_admin(self, email: str, password: str) -> User:
+        """The first account, an admin, made through the setup page; ConfigError once any user exists.
+        The count and the insert hold a lock, so a concurrent `llama2 admin add-user` (or a second
+        setup) cannot slip between them."""
+        email = normalise_email(email)
+        password_hash = hash_password(password)
+        try:
+            with self._sessions.begin() as session:
+                _lock_users(session)
+                if session.scalar(select(func.count()).select_from(User)):
+                    raise ConfigError("this server has an account already; sign in, or ask an admin for one")
+                user = User(email=email, role="admin", password_hash=password_hash)
+                session.add(user)
+        except IntegrityError as error:
+            raise ConfigError("this server has an account already; sign in, or ask an admin for one") from error
+        return user
+
+    def count_users(self) -> int:
+        with self._sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(User)))
+
     def get_user(self, email: str) -> User | None:
         with self._sessions() as session:
             return session.scalar(select(User).where(User.email == email.strip().lower()))
 
     def set_password(self, email: str, password: str) -> None:
+        """A new password; every web session of the user ends (whoever knew the old one is signed out)."""
         password_hash = hash_password(password)
         with self._sessions.begin() as session:
-            self._user(session, email).password_hash = password_hash
+            user = self._user(session, email)
+            user.password_hash = password_hash
+            session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+
+    def set_disabled(self, email: str, disabled: bool) -> None:
+        """Disable (or enable again) a user: a disabled user's keys and web sessions stop working at
+        their next request, and the sessions are deleted."""
+        with self._sessions.begin() as session:
+            user = self._user(session, email)
+            user.disabled = disabled
+            if disabled:
+                session.execute(delete(WebSession).where(WebSession.user_id == user.id))
 
     def check_password(self, email: str, password: str) -> User | None:
         """The user when the password is theirs and the account enabled, else None. Unknown users cost
-        the same scrypt as known ones, so timing does not tell which emails exist."""
+        the same hashing as known ones, so timing does not tell which emails exist. A right password
+        under an old hash (scrypt, weaker argon2) is rehashed with argon2id on the spot."""
         user = self.get_user(email)
         if user is None or user.password_hash is None:
             verify_password(password, _dummy_password_hash())
             return None
-        return user if verify_password(password, user.password_hash) and not user.disabled else None
+        if not verify_password(password, user.password_hash) or user.disabled:
+            return None
+        if needs_rehash(user.password_hash):
+            with self._sessions.begin() as session:
+                stored = session.get(User, user.id)
+                if stored is not None and stored.password_hash == user.password_hash:
+                    stored.password_hash = user.password_hash = hash_password(password)
+        return user
 
     # Keys -------------------------------------------------------------------------------------------
 
@@ -402,9 +509,34 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     """WAL lets readers run beside the one writer; busy_timeout makes writers wait for each other
     instead of failing; synchronous=FULL makes each commit durable before it returns."""
     cursor = dbapi_connection.cursor()
-    for pragma in ("journal_mode=WAL", f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "foreign_keys=ON", "synchronous=FULL"):
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    _switch_to_wal(cursor)
+    for pragma in ("foreign_keys=ON", "synchronous=FULL"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+
+
+def _switch_to_wal(cursor) -> None:
+    """Switching a new database to WAL takes a lock that SQLite does not wait for (busy_timeout does
+    not apply), so connections opening a new database together retry it for up to busy_timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _lock_users(session: Session) -> None:
+    """Serialise account creation where it must see every other account (the first admin): the
+    table's lock on PostgreSQL, the database's write lock on SQLite (taken up front, as migrations do)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE"))
+    else:
+        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _lock_for_migration(connection: Connection) -> None:

@@ -71,16 +71,19 @@ async def list_models(request: Request, key: KeyInfo = Depends(api_key)) -> dict
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": model.owned_by}
         for name, model in gateway(request).models.models.items()
-        if allowed is None or name in allowed
+        if (allowed is None or name in allowed) and model.entry.allows(key.user_role)
     ]
     return {"object": "list", "data": data}
 
 
 @router.get("/models/{name:path}", responses=_errors(401, 404))
 async def get_model(name: str, request: Request, key: KeyInfo = Depends(api_key)) -> dict:
-    if key.models is not None and name not in key.models:  # a key never learns of models it may not use
-        raise ModelNotFoundError(f"The model '{name}' does not exist on this server")
+    hidden = ModelNotFoundError(f"The model '{name}' does not exist on this server")  # a key never learns of it
+    if key.models is not None and name not in key.models:
+        raise hidden
     model = gateway(request).models.get(name)
+    if not model.entry.allows(key.user_role):
+        raise hidden
     return {"id": name, "object": "model", "created": 0, "owned_by": model.owned_by}
 
 
