@@ -1,4 +1,4 @@
-"""`llama2 admin`: the users, API keys and usage records of `llama2 serve`.
+"""`llama2 admin`: the users, API keys and usage records of `llama2 serve`, and its arena votes.
 
 Works on the same store as the server (the SQLite file DATA_DIR/llama2.db, or --db URL), also while
 the server runs; the store is migrated to the newest schema on open. Keys are printed once, when
@@ -55,6 +55,30 @@ def register(subparsers) -> None:
                        help="up to this time, or through the end of this date (UTC)")
     usage.add_argument("--json", action="store_true")
 
+    set_key = _command(commands, "set-upstream-key", "store a remote model's upstream API key, encrypted (the "
+                       "server uses it from its next start; the admin pages change a running one)", run_set_upstream_key)
+    set_key.add_argument("model", help="the model's name in serve.yaml")
+    set_key.add_argument("--key-stdin", action="store_true", help="read the key from stdin instead of a prompt")
+    clear_key = _command(commands, "clear-upstream-key", "forget a model's stored upstream key (the environment's "
+                         "is used from the next start)", run_clear_upstream_key)
+    clear_key.add_argument("model")
+
+    audit = _command(commands, "audit", "the audit log: admin actions and sign-ins, newest first", run_audit)
+    audit.add_argument("--limit", type=int, default=50, help="how many events (default 50)")
+    audit.add_argument("--json", action="store_true")
+
+    export = _command(commands, "export-votes", "write the arena's votes as model_a,model_b,winner CSV for "
+                      "`llama2 eval ladder` (replacing OUT)", run_export_votes)
+    export.add_argument("out", metavar="OUT.csv", help="votes file: model_a,model_b,winner (a|b|tie), then voter, "
+                        "prompt_id, battle and voted_at")
+    export.add_argument("--since", default=None, metavar="DATE",
+                        help="only votes cast from this UTC date or ISO 8601 time on")
+    export.add_argument("--agreement", default=None, metavar="OUT2.csv",
+                        help="also write item,rater,rating rows for `llama2 eval agreement`: the prompts and pairs "
+                             "that two or more people voted on (1 = first model by name better, 2 = tie, 3 = second)")
+    export.add_argument("--drop-bad", action="store_true",
+                        help='leave "both bad" votes out (by default they count as ties)')
+
 
 def _command(commands, name: str, help: str, func) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
@@ -80,6 +104,7 @@ def run_add_user(args: argparse.Namespace) -> int:
         if store.get_user(email) is not None:  # before asking for a password that would be thrown away
             raise ConfigError(f"user {email} already exists")
         user = store.add_user(email, role=args.role, password=_read_password(args.password_stdin))
+        _audit(store, "user.add", user.email, f"role {user.role}")
     print(f"added {user.role} {user.email}; create an API key with: llama2 admin create-key {user.email}")
     return 0
 
@@ -87,6 +112,7 @@ def run_add_user(args: argparse.Namespace) -> int:
 def run_set_disabled(args: argparse.Namespace) -> int:
     with _open(args) as store:
         store.set_disabled(args.email, args.disable)
+        _audit(store, "user.disable" if args.disable else "user.enable", args.email.strip().lower())
     print(f"{'disabled' if args.disable else 'enabled'} {args.email.strip().lower()}")
     return 0
 
@@ -108,6 +134,7 @@ def run_create_key(args: argparse.Namespace) -> int:
     with _open(args) as store:
         key, secret = store.create_key(args.email, name=args.name, models=models, rpm=args.rpm,
                                        tokens_per_day=args.tokens_per_day)
+        _audit(store, "key.create", key.id, f"for {key.user_email}")
     if args.json:
         print_json(_key_dict(key) | {"key": secret})
         return 0
@@ -120,6 +147,7 @@ def run_create_key(args: argparse.Namespace) -> int:
 def run_revoke_key(args: argparse.Namespace) -> int:
     with _open(args) as store:
         store.revoke_key(args.key_id)
+        _audit(store, "key.revoke", args.key_id)
     print(f"revoked {args.key_id}")
     return 0
 
@@ -150,6 +178,22 @@ def run_usage(args: argparse.Namespace) -> int:
     table = [[row.user_email or "-", row.key_id or "-", row.model, str(row.requests), str(row.errors),
               str(row.prompt_tokens), str(row.completion_tokens), f"{row.mean_latency_ms:.1f}"] for row in rows]
     _print_table(headers, table, numeric=5, empty="no requests recorded in this period")
+    return 0
+
+
+def run_export_votes(args: argparse.Namespace) -> int:
+    from llama2.serve.arena_export import export_votes
+
+    since = _parse_time(args.since, "--since") if args.since else None
+    agreement = Path(args.agreement) if args.agreement else None
+    with _open(args) as store:
+        summary = export_votes(store, Path(args.out), since=since, agreement=agreement, drop_bad=args.drop_bad)
+    dropped = f' ({summary.dropped} "both bad" left out)' if args.drop_bad else ""
+    print(f"wrote {summary.votes} vote{'s' * (summary.votes != 1)}{dropped} to {args.out}; "
+          f"rate the models with: llama2 eval ladder {args.out}")
+    if agreement is not None:
+        print(f"wrote {summary.ratings} ratings of {summary.items} prompt-and-pair items by {summary.raters} people "
+              f"to {agreement}" + ("" if summary.items else " (no item has two voters yet)"))
     return 0
 
 
@@ -194,3 +238,61 @@ def _print_table(headers: list[str], rows: list[list[str]], *, numeric: int = 0,
         cells = [cell.rjust(width) if i >= first_numeric else cell.ljust(width)
                  for i, (cell, width) in enumerate(zip(row, widths))]
         print("  ".join(cells).rstrip())
+
+
+def _audit(store, action: str, target: str, detail: str | None = None) -> None:
+    """Record a change made here in the audit log, by `cli:<the OS user>`."""
+    from llama2.serve.audit import AuditLog
+
+    AuditLog(store).record(action, actor=f"cli:{getpass.getuser()}", target=target, detail=detail)
+
+
+def _upstream_keys(args: argparse.Namespace, store):
+    from llama2.serve.secrets import SecretBox
+    from llama2.serve.store import default_data_dir
+    from llama2.serve.upstream_keys import UpstreamKeys
+
+    return UpstreamKeys(store, SecretBox(Path(args.data_dir) if args.data_dir else default_data_dir()))
+
+
+def run_set_upstream_key(args: argparse.Namespace) -> int:
+    if args.key_stdin:
+        key = sys.stdin.read().strip()
+    elif sys.stdin.isatty():
+        key = getpass.getpass(f"Upstream API key for {args.model}: ").strip()
+    else:
+        raise ConfigError("stdin is not a terminal, so there is no prompt; pipe the key in with --key-stdin")
+    if not key or any(c.isspace() or not c.isprintable() for c in key):
+        raise ConfigError("that is not an API key (one line of printable characters, no spaces)")
+    with _open(args) as store:
+        keys = _upstream_keys(args, store)
+        keys.save(args.model, key, actor=f"cli:{getpass.getuser()}")
+        _audit(store, "upstream_key.set", args.model)
+    print(f"stored the upstream key of {args.model}, encrypted with the key in {keys.key_source}; "
+          "restart llama2 serve to use it (or set it on the admin page of a running server)")
+    return 0
+
+
+def run_clear_upstream_key(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        if not _upstream_keys(args, store).remove(args.model):
+            raise ConfigError(f"no upstream key is stored for {args.model}")
+        _audit(store, "upstream_key.clear", args.model)
+    print(f"forgot the stored upstream key of {args.model}; from its next start the server uses the environment's")
+    return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from llama2.serve.audit import AuditLog
+
+    if args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, not {args.limit}")
+    with _open(args) as store:
+        entries = AuditLog(store).page(1, per_page=args.limit).entries
+    if args.json:
+        print_json([{**entry.__dict__, "created_at": entry.created_at.isoformat()} for entry in entries])
+        return 0
+    rows = [[f"{e.created_at:%Y-%m-%d %H:%M:%S}", e.actor or "-", e.action, e.target or "", e.detail or "", e.ip or ""]
+            for e in entries]
+    _print_table(["time (UTC)", "who", "action", "target", "detail", "from"], rows, empty="the audit log is empty")
+    return 0

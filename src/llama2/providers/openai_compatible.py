@@ -18,7 +18,7 @@ from llama2.providers.openai import OpenAIProvider
 from llama2.providers.settings import ProviderSettings, load_settings
 
 # Local servers need no key; sending the user's real OpenAI key to one would leak it, so without an
-# `api_key_env` setting this placeholder is sent instead.
+# `api_key_env` setting (or a key stored on the server for this model) this placeholder is sent instead.
 NO_KEY = "no-key"
 
 
@@ -56,7 +56,7 @@ class OpenAICompatibleProvider(OpenAIProvider):
         return Capabilities(chat=True, text_completion=text, loglikelihood=scores and text)
 
     def make_client(self, sdk: Any) -> Any:
-        key = self.settings.require_key(self.spec) if self.settings.api_key_env else NO_KEY
+        key = self.settings.api_key or (self.settings.require_key(self.spec) if self.settings.api_key_env else NO_KEY)
         return sdk.AsyncOpenAI(
             api_key=key, base_url=self.base_url, timeout=self.settings.timeout_s, max_retries=self.settings.max_retries
         )

@@ -234,7 +234,7 @@ class RemoteProvider(Provider):
         retries = f"after {self.settings.max_retries} retries"
         status = getattr(exc, "status_code", None)
         if status == 401:
-            reason = f"authentication failed (HTTP 401); check the key in ${self.settings.api_key_env}"
+            reason = f"authentication failed (HTTP 401); check {self.settings.key_origin}"
         elif status == 403:
             reason = "permission denied (HTTP 403); check that this key may use this model or deployment"
         elif status == 404:

@@ -17,7 +17,9 @@ or else `$XDG_CONFIG_HOME/llama2/providers.yaml` (default `~/.config/llama2/prov
 
 Secrets never live in the file: `api_key_env` names the environment variable that holds the key.
 Precedence, lowest first: environment defaults (AZURE_OPENAI_ENDPOINT, OPENAI_API_VERSION, ...), the
-scheme's entry, the spec's entry, then keyword overrides given to `load_provider`.
+scheme's entry, the spec's entry, then keyword overrides given to `load_provider`. A program that
+keeps a key itself (the server's admin pages store them encrypted) passes it as the `stored_api_key`
+override, which no file can set; it wins over the environment variable.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ KEY_ENVS = {"openai": "OPENAI_API_KEY", "azure": "AZURE_OPENAI_API_KEY", "anthro
 AZURE_AD_TOKEN_ENV = "AZURE_OPENAI_AD_TOKEN"
 ENDPOINT_ENVS = {"openai": "OPENAI_BASE_URL", "azure": "AZURE_OPENAI_ENDPOINT", "anthropic": "ANTHROPIC_BASE_URL"}
 API_VERSION_ENVS = {"azure": "OPENAI_API_VERSION"}
+STORED_KEY = "stored_api_key"  # the override that carries a key given in code (never read from a file)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,12 @@ class ProviderSettings:
     loglikelihood: bool | None = None
     api_key: str | None = field(default=None, repr=False)
     ad_token: str | None = field(default=None, repr=False)
+    api_key_stored: bool = False  # the key came from the program (STORED_KEY), not the environment
+
+    @property
+    def key_origin(self) -> str:
+        """Where the key comes from, for messages: the variable's name, or the server's own store."""
+        return "the upstream key stored on the server (admin pages)" if self.api_key_stored else f"the key in ${self.api_key_env}"
 
     def require_key(self, spec: str) -> str:
         """The API key, or a ProviderError that names the variable to set."""
@@ -161,6 +170,8 @@ def load_settings(
 ) -> ProviderSettings:
     """Settings for `spec` (whose provider is `scheme`), merged as the module docstring says."""
     environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    stored_key = overrides.pop(STORED_KEY, None)
     values: dict[str, object] = {}
     if environ.get(ENDPOINT_ENVS.get(scheme, "")):
         values["endpoint"] = environ[ENDPOINT_ENVS[scheme]]
@@ -168,7 +179,7 @@ def load_settings(
         values["api_version"] = environ[API_VERSION_ENVS[scheme]]
     prices: dict[str, Price] = {}
     path = settings_file(environ)
-    layers = [check_entry(dict(overrides or {}), f"settings for {spec}")]
+    layers = [check_entry(overrides, f"settings for {spec}")]
     if path is not None:
         entries, prices = read_settings_file(path)
         layers = [entries.get(scheme, {}), entries.get(spec, {}), *layers]
@@ -179,6 +190,8 @@ def load_settings(
     key_env = values.get("api_key_env") or KEY_ENVS.get(scheme)
     values["api_key_env"] = key_env
     values["api_key"] = (environ.get(key_env) or None) if key_env else None
+    if stored_key:
+        values["api_key"], values["api_key_stored"] = str(stored_key), True
     if scheme == "azure":
         values["ad_token"] = environ.get(AZURE_AD_TOKEN_ENV) or None
     return ProviderSettings(**values)

@@ -18,14 +18,18 @@ from llama2.serve.gateway import Gateway
 from llama2.serve.metrics import Metrics
 from llama2.serve.models import ModelPool
 from llama2.serve.routes import health, openai
-from llama2.serve.store import Store
+from llama2.serve.secrets import SecretBox
+from llama2.serve.store import Store, default_data_dir
+from llama2.serve.upstream_keys import UpstreamKeys, takes_key
 
 
 def build_gateway(config: ServeConfig, store: Store | None = None) -> Gateway:
-    """Open the store (migrating it) and load every configured model."""
+    """Open the store (migrating it) and load every configured model, remote ones with the upstream
+    keys stored for them (encrypted with the data dir's or $LLAMA2_SECRET_KEY's key)."""
     store = store or Store.open(config.data_dir, config.db)
+    upstream_keys = UpstreamKeys(store, SecretBox(config.data_dir or default_data_dir()))
     try:
-        models = ModelPool.load(config.models)
+        models = ModelPool.load(config.models, upstream_keys.opened([m.name for m in config.models if takes_key(m)]))
     except BaseException:
         store.close()
         raise
@@ -36,7 +40,8 @@ def build_gateway(config: ServeConfig, store: Store | None = None) -> Gateway:
             for name, m in models.models.items() if m.queue_depth is not None
         }
 
-    return Gateway(store, Authorizer(store), models, Metrics(scheduler_state), log_content=config.log_content)
+    return Gateway(store, Authorizer(store), models, Metrics(scheduler_state), log_content=config.log_content,
+                   upstream_keys=upstream_keys)
 
 
 def create_app(gateway: Gateway, *, max_body_bytes: int, web_settings: WebSettings = WebSettings()) -> FastAPI:

@@ -28,6 +28,21 @@
       max_failed_logins_per_ip: 20   # ... or from one address before that address is
       lockout_minutes: 15       # how long a lockout lasts (and the window failures are counted in)
       setup_loopback_only: true # the first-start setup page answers only this machine
+      invite_hours: 72          # how long an admin's one-time set-password link works
+      public_url: https://chat.example.com   # how browsers reach the server (SSO redirects, links)
+      sso:                      # single sign-on through OpenID Connect providers (README)
+        - name: entra           # in URLs: /sso/entra/start, /sso/entra/callback
+          label: Microsoft      # the button says "Sign in with Microsoft"
+          issuer: https://login.microsoftonline.com/TENANT-ID/v2.0
+          client_id: 00000000-0000-0000-0000-000000000000
+          client_secret_env: ENTRA_CLIENT_SECRET   # the variable's NAME; none for a public client
+          scopes: [openid, email, profile]
+          allowed_domains: [example.com]           # ["*"]: any; needed when create_users is true
+          create_users: true    # a first sign-in makes an account (else only existing users)
+          email_claim: email
+          role_claim: groups    # the claim roles come from, synced at every sign-in
+          role_map: {llama-admins: admin, staff: user}
+          default_role: user    # when no claim value maps (null: refuse the sign-in)
 
 Each model entry is a spec (`providers.registry`) plus that provider's settings: load options and
 scheduler limits for local models, `providers.settings` fields for remote ones; `roles` is the
@@ -41,6 +56,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -87,6 +103,33 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class SSOProvider:
+    """One OpenID Connect provider people may sign in with (`web.sso[]` in serve.yaml)."""
+
+    name: str
+    label: str
+    issuer: str
+    client_id: str
+    client_secret_env: str | None = None  # the environment variable holding the client secret
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    allowed_domains: tuple[str, ...] = ()  # email domains that may sign in; ("*",): any; (): existing users only
+    create_users: bool = False
+    email_claim: str = "email"
+    role_claim: str | None = None
+    role_map: Mapping[str, str] = field(default_factory=dict)  # claim value -> role
+    default_role: str | None = "user"
+
+    def allows_domain(self, domain: str) -> bool:
+        return "*" in self.allowed_domains or domain in self.allowed_domains
+
+
+SSO_KEYS = tuple(SSOProvider.__dataclass_fields__)
+_SSO_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DOMAIN = re.compile(r"^(\*|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+)$")
+
+
+@dataclass(frozen=True)
 class WebSettings:
     """The web chat's sign-in policy (`web:` in serve.yaml)."""
 
@@ -96,6 +139,9 @@ class WebSettings:
     max_failed_logins_per_ip: int = 20
     lockout_minutes: int = 15
     setup_loopback_only: bool = True
+    invite_hours: int = 72
+    public_url: str | None = None  # e.g. https://chat.example.com; None: the address each request came to
+    sso: tuple[SSOProvider, ...] = ()
 
 
 WEB_KEYS = tuple(WebSettings.__dataclass_fields__)
@@ -218,8 +264,17 @@ def _web_settings(web: Any, problems: list[str]) -> WebSettings:
         problems.append("web must be a mapping of " + ", ".join(WEB_KEYS))
         return WebSettings()
     problems += [f"web: unknown key {key!r} (valid: {', '.join(WEB_KEYS)})" for key in web if key not in WEB_KEYS]
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"sso": _sso_providers(web.get("sso"), problems)}
+    public_url = web.get("public_url")
+    if public_url is not None:
+        if not isinstance(public_url, str) or not re.match(r"^https?://[^/\s]+/?$", public_url):
+            problems.append(f"web.public_url must be the server's address as browsers reach it, such as "
+                            f"https://chat.example.com (no path), not {public_url!r}")
+        else:
+            values["public_url"] = public_url.rstrip("/")
     for key, default in WebSettings().__dict__.items():
+        if key in ("sso", "public_url"):
+            continue
         value = web.get(key, default)
         if isinstance(default, bool):
             if not isinstance(value, bool):
@@ -230,6 +285,97 @@ def _web_settings(web: Any, problems: list[str]) -> WebSettings:
             continue
         values[key] = value
     return WebSettings(**values)
+
+
+def _sso_providers(raw: Any, problems: list[str]) -> tuple[SSOProvider, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.append("web.sso must be a list of providers, each with name, issuer and client_id")
+        return ()
+    providers = [p for i, item in enumerate(raw) if (p := _sso_provider(i, item, problems)) is not None]
+    names = [p.name for p in providers]
+    problems += [f"web.sso: the name {name!r} is used twice" for name in sorted({n for n in names if names.count(n) > 1})]
+    return tuple(providers)
+
+
+def _sso_provider(index: int, item: Any, problems: list[str]) -> SSOProvider | None:
+    """One `web.sso[]` entry, every problem with it added to `problems` (None when there is one)."""
+    name = item.get("name") if isinstance(item, Mapping) else None
+    where = f"web.sso[{name if isinstance(name, str) and name else index}]"
+    if not isinstance(item, Mapping):
+        problems.append(f"{where} must be a mapping with name, issuer and client_id")
+        return None
+    found: list[str] = []
+    if "client_secret" in item:
+        found.append("client_secret: secrets are never read from this file; put it in an environment "
+                     "variable and name it in client_secret_env")
+    found += [f"unknown key {key!r} (valid: {', '.join(SSO_KEYS)})" for key in item
+              if key not in SSO_KEYS and key != "client_secret"]
+    if not isinstance(name, str) or not _SSO_NAME.match(name):
+        found.append(f"name must be 1-32 lower-case letters, digits, - or _ (it goes in URLs), not {name!r}")
+    issuer = item.get("issuer")
+    if not isinstance(issuer, str) or not _is_issuer(issuer):
+        found.append(f"issuer must be the provider's https URL (http only on localhost), not {issuer!r}")
+    if not isinstance(item.get("client_id"), str) or not item["client_id"].strip():
+        found.append("client_id must be the client (application) id registered at the provider")
+    for key in ("label", "email_claim", "role_claim"):
+        if item.get(key) is not None and (not isinstance(item[key], str) or not item[key].strip()):
+            found.append(f"{key} must be a non-empty string, not {item[key]!r}")
+    secret_env = item.get("client_secret_env")
+    if secret_env is not None and (not isinstance(secret_env, str) or not _ENV_NAME.match(secret_env)):
+        found.append(f"client_secret_env must be the NAME of an environment variable, not {secret_env!r}")
+    scopes = item.get("scopes", list(SSOProvider.scopes))
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and s for s in scopes) or "openid" not in scopes:
+        found.append(f"scopes must be a list of scope names including openid, not {scopes!r}")
+    domains = item.get("allowed_domains", [])
+    if not isinstance(domains, list) or not all(isinstance(d, str) and _DOMAIN.match(d.lower()) for d in domains):
+        found.append(f"allowed_domains must be a list of email domains such as [example.com] (or [\"*\"] for any), "
+                     f"not {domains!r}")
+        domains = []
+    create_users = item.get("create_users", False)
+    if not isinstance(create_users, bool):
+        found.append(f"create_users must be true or false, not {create_users!r}")
+    elif create_users and not domains:
+        found.append("create_users: true needs allowed_domains (e.g. [example.com], or [\"*\"] to let anyone the "
+                     "provider knows make an account)")
+    found += _sso_roles(item)
+    if found:
+        problems += [f"{where}: {problem}" for problem in found]
+        return None
+    return SSOProvider(
+        name=name, label=item.get("label") or name, issuer=issuer.rstrip("/"), client_id=item["client_id"].strip(),
+        client_secret_env=secret_env, scopes=tuple(dict.fromkeys(scopes)),
+        allowed_domains=tuple(dict.fromkeys(d.lower() for d in domains)), create_users=create_users,
+        email_claim=item.get("email_claim") or "email", role_claim=item.get("role_claim"),
+        role_map=dict(item.get("role_map") or {}), default_role=item.get("default_role", "user"),
+    )
+
+
+def _sso_roles(item: Mapping[str, Any]) -> list[str]:
+    found = []
+    valid = ", ".join(ROLES)
+    role_map = item.get("role_map")
+    if role_map is not None:
+        if not isinstance(role_map, Mapping) or not all(isinstance(k, str) for k in role_map):
+            found.append("role_map must map claim values to roles, e.g. {llama-admins: admin}")
+        else:
+            found += [f"role_map: {value!r} is not a role (valid: {valid})"
+                      for value in role_map.values() if value not in ROLES]
+        if not item.get("role_claim"):
+            found.append("role_map needs role_claim: the claim its values come from (e.g. groups or roles)")
+    default_role = item.get("default_role", "user")
+    if default_role is not None and default_role not in ROLES:
+        found.append(f"default_role must be one of {valid}, or null to refuse users no role_map value matches, "
+                     f"not {default_role!r}")
+    return found
+
+
+def _is_issuer(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return bool(parts.hostname)
+    return parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1")
 
 
 def _model_entry(name: str, entry: Any, problems: list[str]) -> ModelEntry:

@@ -2,7 +2,8 @@
 
 Every method takes the user's id and looks conversations up by (id, owner) together, so one user
 can never read, change or delete another's conversation by guessing its id: to them it does not
-exist (the same 404 as an id nobody has).
+exist (the same 404 as an id nobody has). Only chats are seen here: the arena's battles (kind
+"arena", `serve.arena_store`) are conversations too, but not ones the chat pages show or change.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from llama2.errors import ServeError
 from llama2.serve.store import Conversation, Message, Store, utcnow
 
+CHAT = "chat"  # Conversation.kind of the chat page's conversations
 NEW_TITLE = "New chat"
 TITLE_LENGTH = 60  # a title made from the first message: its first line, cut here
 LIST_LIMIT = 500
@@ -67,7 +69,7 @@ class Conversations:
     def list(self, user_id: int, query: str | None = None) -> list[ConversationInfo]:
         """The user's conversations, most recently active first; with `query`, those whose title or
         any message contains it (case-insensitive)."""
-        statement = select(Conversation).where(Conversation.user_id == user_id)
+        statement = select(Conversation).where(Conversation.user_id == user_id, Conversation.kind == CHAT)
         if query and query.strip():
             needle = query.strip().lower()
             in_text = exists().where(Message.conversation_id == Conversation.id,
@@ -136,7 +138,8 @@ class Conversations:
         assert status in STATUSES
         with self._store.writing() as session:
             conversation = session.scalar(select(Conversation).where(Conversation.id == conversation_id,
-                                                                     Conversation.user_id == user_id))
+                                                                     Conversation.user_id == user_id,
+                                                                     Conversation.kind == CHAT))
             row = session.get(Message, message_id)
             if conversation is None or row is None or row.conversation_id != conversation.id:
                 return None
@@ -170,7 +173,7 @@ class Conversations:
 
 def _owned(session: Session, user_id: int, conversation_id: int) -> Conversation:
     row = session.scalar(select(Conversation).where(Conversation.id == conversation_id,
-                                                    Conversation.user_id == user_id))
+                                                    Conversation.user_id == user_id, Conversation.kind == CHAT))
     if row is None:
         raise ConversationNotFoundError(f"no conversation {conversation_id}")
     return row

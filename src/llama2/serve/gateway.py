@@ -29,6 +29,7 @@ from llama2.serve.metrics import Metrics
 from llama2.serve.models import ModelPool, ServedModel
 from llama2.serve.protocol import error_body, sse
 from llama2.serve.store import KeyInfo, Store, UsageRecord
+from llama2.serve.upstream_keys import UpstreamKeys
 from llama2.types import StreamDelta
 
 log = logging.getLogger("llama2.serve")
@@ -69,12 +70,13 @@ def api_key_of(request: Request) -> str | None:
 
 class Gateway:
     def __init__(self, store: Store, authorizer: Authorizer, models: ModelPool, metrics: Metrics,
-                 *, log_content: bool = False) -> None:
+                 *, log_content: bool = False, upstream_keys: UpstreamKeys | None = None) -> None:
         self.store = store
         self.authorizer = authorizer
         self.models = models
         self.metrics = metrics
         self.log_content = log_content
+        self.upstream_keys = upstream_keys  # remote models' keys kept by the server (None: not offered)
 
     async def authenticate(self, request: Request) -> KeyInfo:
         secret = api_key_of(request)
@@ -133,7 +135,14 @@ class Gateway:
         first piece, so that a bad request (too long, upstream 429) is still a plain HTTP error.
         Choices `k*n .. k*n+n-1` share prompt k (n = `choices_per_prompt`), counted once in usage."""
         streams = [call.model.provider.stream(r) for r in requests]
-        firsts = await asyncio.gather(*(anext(s) for s in streams), return_exceptions=True)
+        try:
+            firsts = await asyncio.gather(*(anext(s) for s in streams), return_exceptions=True)
+        except BaseException:  # cancelled meanwhile (the arena's stream closed): streams that answered stay open
+            with anyio.CancelScope(shield=True):
+                for s in streams:
+                    with contextlib.suppress(Exception):
+                        await s.aclose()
+            raise
         failure = next((f for f in firsts if isinstance(f, BaseException)), None)
         if failure is not None:
             for s in streams:

@@ -313,8 +313,8 @@ def sse(data: dict[str, Any] | str) -> bytes:
 
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
-               404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
-               502: "upstream_error", 503: "server_error", 504: "upstream_error"}
+               404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
+               429: "rate_limit_error", 502: "upstream_error", 503: "server_error", 504: "upstream_error"}
 
 
 def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:

@@ -60,6 +60,7 @@ class WebSessions:
             session.execute(delete(WebSession).where(WebSession.expires_at <= now))
             session.add(row)
             user = session.get(User, user_id)
+            user.last_sign_in_at = now  # shown on the admin pages
             signed_in = _signed_in(row, user)
         return token, signed_in
 

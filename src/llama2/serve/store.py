@@ -1,6 +1,10 @@
 """The server's records: users, API keys (as hashes only), one usage row per request, and the web
-chat's sign-in sessions, conversations and messages (`serve.sessions` and `serve.conversations` read
-and write those; their tables are declared here so that one metadata holds the whole schema).
+chat's sign-in sessions, conversations and messages, and the arena's battles (`serve.sessions`,
+`serve.conversations` and `serve.arena_store` read and write those; their tables are declared here so
+that one metadata holds the whole schema). The admin pages' records live here too: single sign-ons in
+progress, set-password links, the audit log, roles per model and encrypted upstream keys (read and
+written by `web.sso_state`, `serve.password_links`, `serve.audit`, `serve.model_access`,
+`serve.upstream_keys`).
 
 SQLAlchemy 2 over SQLite in the data dir by default (WAL, so the server's writes and `llama2 admin`'s
 reads don't block each other) or PostgreSQL by URL. The schema belongs to the Alembic migrations in
@@ -95,10 +99,12 @@ class Base(DeclarativeBase):
 
 class User(Base):
     """A person or application that holds keys; `password_hash` is None for users without a password
-    (API-key only, or single sign-on later). `password_hash` is argon2id, or scrypt from before it
-    (replaced at the next sign-in)."""
+    (API-key only, invited and not yet set, or single sign-on only). `password_hash` is argon2id, or
+    scrypt from before it (replaced at the next sign-in). A user who signed in through an OpenID
+    provider carries its name (`web.sso[].name`) and their `subject` there, unique together."""
 
     __tablename__ = "users"
+    __table_args__ = (Index("ix_users_auth_provider_subject", "auth_provider", "subject", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
@@ -106,6 +112,9 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled: Mapped[bool] = mapped_column(default=False)
+    auth_provider: Mapped[str | None] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    last_sign_in_at: Mapped[datetime | None]
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="user")
 
@@ -180,6 +189,8 @@ class Conversation(Base):
     max_tokens: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # "chat", or "arena" for a blind battle (its models and vote in arena_battles; the chat pages skip it)
+    kind: Mapped[str] = mapped_column(String(16), default="chat", server_default="chat")
 
 
 class Message(Base):
@@ -198,6 +209,91 @@ class Message(Base):
     status: Mapped[str] = mapped_column(String(16), default="done")
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ArenaBattle(Base):
+    """A blind arena battle, one per arena conversation: its two models (`model_a` was shown as
+    "Model A", on the left) and the user's one vote, `a`, `b`, `tie` or `bad` (both bad), once cast."""
+
+    __tablename__ = "arena_battles"
+
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    model_a: Mapped[str] = mapped_column(String(128))
+    model_b: Mapped[str] = mapped_column(String(128))
+    vote: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    voted_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class SSOLogin(Base):
+    """A single sign-on in progress (`web.sso`): what the callback must check (state, nonce) and
+    prove (the PKCE verifier), found by the SHA-256 of the browser's one-time cookie; deleted when
+    the provider calls back, ignored once expired."""
+
+    __tablename__ = "sso_logins"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(128))
+    nonce: Mapped[str] = mapped_column(String(128))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    next_path: Mapped[str] = mapped_column(String(2048))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class PasswordLink(Base):
+    """A one-time set-password link (an invitation, or a reset an admin made): the SHA-256 of its
+    token, whose user it is for, and when it stops working. Deleted when used."""
+
+    __tablename__ = "password_links"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_by: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AuditEvent(Base):
+    """Who changed what, when: every admin action and sign-in event (`serve.audit`). People are kept
+    by email as they were at the time; `detail` never holds a secret."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str | None] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(320))
+    detail: Mapped[str | None] = mapped_column(Text)
+    ip: Mapped[str | None] = mapped_column(String(64))
+
+
+class ModelRoles(Base):
+    """The roles that may use a model, as an admin set them; wins over serve.yaml's `roles:`."""
+
+    __tablename__ = "model_roles"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(320))
+
+
+class UpstreamKey(Base):
+    """A remote model's API key set by an admin, encrypted (`serve.secrets`: AES-256-GCM, bound to the
+    model's name); used in place of the key in the environment. Never stored in the clear."""
+
+    __tablename__ = "upstream_keys"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(320))
 
 
 @dataclass(frozen=True)
@@ -360,6 +456,18 @@ class Store:
             user = self._user(session, email)
             user.password_hash = password_hash
             session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+
+    def list_users(self) -> list[User]:
+        """Every user, oldest first."""
+        with self._sessions() as session:
+            return list(session.scalars(select(User).order_by(User.created_at, User.id)))
+
+    def set_role(self, email: str, role: str) -> None:
+        """A new role, in force from the user's next request (sessions and keys read it each time)."""
+        if role not in ROLES:
+            raise ConfigError(f"role '{role}' is not one of: {', '.join(ROLES)}")
+        with self._sessions.begin() as session:
+            self._user(session, email).role = role
 
     def set_disabled(self, email: str, disabled: bool) -> None:
         """Disable (or enable again) a user: a disabled user's keys and web sessions stop working at

@@ -175,9 +175,12 @@ def sign_in(url: str, email: str, password: str = PASSWORD) -> Browserless:
 # ---- the browser --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium under Playwright (never a downloaded browser); skipped without it, except in CI."""
+    """Debian's Chromium under Playwright (never a downloaded browser); skipped without it, except in CI.
+
+    Module-scoped: Playwright's sync API keeps an event loop running on the main thread while it is
+    open, and any later test that calls `asyncio.run` would fail; it is closed with each module."""
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium", pytrace=False)

@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 from llama2.serve.config import WebSettings
 from llama2.serve.gateway import Gateway
-from llama2.serve.web import api, pages
+from llama2.serve.web import admin, admin_invite, api, arena, pages, sso
 from llama2.serve.web.security import SignInRequired
 from llama2.serve.web.state import STATIC_DIR, WebState
 
@@ -21,6 +21,10 @@ def install(app: FastAPI, gateway: Gateway, settings: WebSettings) -> WebState:
     app.state.web = state
     app.include_router(pages.router)
     app.include_router(api.router)
+    app.include_router(arena.router)
+    app.include_router(sso.router)  # single sign-on (web.sso)
+    app.include_router(admin_invite.router)  # one-time set-password links
+    admin.install(app)  # /admin, for admins only
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(SignInRequired)

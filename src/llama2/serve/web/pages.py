@@ -70,13 +70,18 @@ async def signin(request: Request) -> Response:
     wait = web.throttle.locked_for(email, ip)
     if wait is not None:
         minutes = max(1, round(wait / 60))
+        await asyncio.to_thread(web.audit.record, "signin.failed", actor=None, target=email[:320],
+                                detail="locked out after repeated wrong passwords", ip=ip)
         return _form_page(request, "signin.html", context, status=429,
                           error=f"Too many failed sign-ins. Try again in {minutes} minute{'s' * (minutes != 1)}.")
     user = await asyncio.to_thread(web.gateway.store.check_password, email, password)
     if user is None:
         web.throttle.failed(email, ip)
+        await asyncio.to_thread(web.audit.record, "signin.failed", actor=None, target=email[:320],
+                                detail="wrong email or password", ip=ip)
         return _form_page(request, "signin.html", context, error="Wrong email or password.", status=401)
     web.throttle.succeeded(email)
+    await asyncio.to_thread(web.audit.record, "signin", actor=user.email, target=user.email, detail="password", ip=ip)
     return await _start_session(request, web, user.id, next_path)
 
 
@@ -91,6 +96,7 @@ async def signout(request: Request) -> Response:
         except CSRFError:
             return _message_page(request, "Sign-out failed", "This page has expired; reload it and sign out again.", 403)
         await asyncio.to_thread(web.sessions.end, request.cookies.get(SESSION_COOKIE))
+        await asyncio.to_thread(web.audit.record, "signout", actor=user.email, target=user.email, ip=client_ip(request))
     response = RedirectResponse("/signin", status_code=303)
     clear_session_cookie(response, request)
     return response
@@ -125,6 +131,7 @@ async def setup(request: Request) -> Response:
     if user is None:  # another attempt with the same link won meanwhile
         return _message_page(request, "Setup", "This setup link has been used. Sign in instead.", 404,
                              link=("/signin", "Sign in"))
+    await asyncio.to_thread(web.audit.record, "setup", actor=user.email, target=user.email, ip=client_ip(request))
     return await _start_session(request, web, user.id, "/")
 
 
@@ -150,6 +157,8 @@ async def signup(request: Request) -> Response:
         return _form_page(request, "signup.html", {"email": email}, error="This form has expired; try again.", status=403)
     except ConfigError as exc:
         return _form_page(request, "signup.html", {"email": email}, error=_sentence(str(exc)), status=400)
+    await asyncio.to_thread(web.audit.record, "user.add", actor=user.email, target=user.email, detail="signed up",
+                            ip=client_ip(request))
     return await _start_session(request, web, user.id, "/")
 
 
@@ -184,7 +193,7 @@ def _form_page(request: Request, template: str, context: dict[str, Any], *, erro
     token = form_token(request)
     response = web.templates.TemplateResponse(request, template, {
         "csrf": token, "error": error, "allow_signup": web.settings.allow_signup, "setup_pending": web.setup.pending,
-        **context}, status_code=status)
+        "sso": web.sso.buttons, **context}, status_code=status)
     set_form_cookie(response, request, token)
     return response
 
