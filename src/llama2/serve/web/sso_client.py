@@ -11,14 +11,21 @@ once (key rotation). Only asymmetric signatures are accepted: never `none`, neve
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.oidc.core import CodeIDToken
+
+with warnings.catch_warnings():
+    # Authlib 1.9 prefers the `httpx2` fork and warns at import when it runs on httpx, which the
+    # rest of the server uses: the client works the same, and the warning would be the first line
+    # `llama2 serve` prints.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 from joserfc import jwt
 from joserfc.errors import ExpiredTokenError, InvalidClaimError, JoseError, MissingClaimError
 from joserfc.jwk import KeySet
