@@ -351,7 +351,9 @@ def test_stop_in_the_browser_keeps_both_partial_answers_to_judge(browser, arena_
     for side, answer in answers.items():  # the page shows what the server kept
         pane = page.locator(f'.side[data-side="{side}"]')
         assert pane.get_attribute("data-status") == "stopped" and pane.locator(".status-label").is_visible()
-        assert " ".join(answer.content.split())[:20] in " ".join(pane.locator("[data-role=assistant]").inner_text().split())
+        kept, shown = (" ".join(re.sub(r"[*_`#]", "", text).split())  # the page shows the Markdown rendered
+                       for text in (answer.content, pane.locator("[data-role=assistant]").inner_text()))
+        assert kept[:20] in shown
     page.click("[data-vote=tie]")
     page.wait_for_selector('#app[data-state="voted"]')
     page.context.close()
