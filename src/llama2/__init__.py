@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Llama": "llama2.api",
+    "RewardModel": "llama2.model.reward",
     "ModelArgs": "llama2.model.config",
     "PRESETS": "llama2.model.config",
     "Transformer": "llama2.model.transformer",
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from llama2.model.chat_format import encode_dialog
     from llama2.model.config import PRESETS, ModelArgs
     from llama2.model.kv_cache import KVCache
+    from llama2.model.reward import RewardModel
     from llama2.model.tokenizer import Tokenizer
     from llama2.model.transformer import Transformer
     from llama2.types import Dialog, GenerationResult, Message, SamplingParams

@@ -2,7 +2,8 @@
 corpus; `tokenize` turns a corpus into packed token shards (BOS + document + EOS, shuffled, with a
 validation split) for `llama2 train`. `fetch` gets a benchmark's real data (MMLU, GSM8K, HumanEval,
 BBH) for `llama2 eval`. `build-chat` generates the miniature SFT dataset of the bundled chat model
-(and its held-out split) for `llama2 train sft`."""
+(and its held-out split) for `llama2 train sft`; `build-preferences` its miniature preference pairs
+for `llama2 train reward|dpo`."""
 
 from __future__ import annotations
 
@@ -63,6 +64,17 @@ def register(subparsers) -> None:
     chat.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     chat.add_argument("--json", action="store_true", help="print the counts as JSON")
     chat.set_defaults(func=run_build_chat)
+
+    prefs = commands.add_parser("build-preferences", help="generate the miniature preference pairs of default-chat's reward models",
+                                description="Write seeded preference pairs built from the chat dataset's tasks and safety requests "
+                                            "(helpful vs unhelpful answers; safe refusal vs compliance; helpful answer vs needless "
+                                            "refusal), with strengths and safe labels: OUTPUT/{helpfulness,safety}.jsonl and "
+                                            "OUTPUT/heldout/{helpfulness,safety}.jsonl, for `llama2 train reward|dpo`.")
+    prefs.add_argument("--output", required=True, metavar="DIR", help="folder to write the four JSONL files into")
+    prefs.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
+    prefs.add_argument("--overwrite", action="store_true", help="replace the files if they exist")
+    prefs.add_argument("--json", action="store_true", help="print the counts as JSON")
+    prefs.set_defaults(func=run_build_preferences)
 
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
@@ -159,3 +171,17 @@ def run_build_chat(args: argparse.Namespace) -> int:
     for task, n in sorted(counts.items(), key=lambda item: -item[1]):
         print(f"  {task:<16} {n:>6,}")
     return 0
+
+
+def run_build_preferences(args: argparse.Namespace) -> int:
+    from llama2.data.chat_preferences import write_preference_pairs
+
+    counts = write_preference_pairs(args.output, seed=args.seed, overwrite=args.overwrite)
+    if args.json:
+        print_json({"output": args.output, "seed": args.seed, "files": counts})
+        return 0
+    for name, strengths in counts.items():
+        detail = ", ".join(f"{strength} {n}" for strength, n in sorted(strengths.items()))
+        print(f"wrote {sum(strengths.values()):,} pairs to {Path(args.output) / name} ({detail})")
+    return 0
+

@@ -13,7 +13,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llama2.cli import eval_pairwise, eval_safety, eval_stats
+from llama2.cli import eval_pairwise, eval_reward, eval_safety, eval_stats
 from llama2.cli.common import print_json
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ def register(subparsers) -> None:
     eval_stats.register(commands)
     eval_pairwise.register(commands)
     eval_safety.register(commands)
+    eval_reward.register(commands)
 
 
 def cache_path(args: argparse.Namespace) -> Path:

@@ -7,6 +7,11 @@ with FSDP on N processes; `resume=auto` (the default) continues from OUTPUT_DIR'
 
     llama2 train pretrain recipes/pretrain-tiny.yaml output_dir=runs/tiny max_steps=200
     llama2 train sft recipes/sft-tiny.yaml data=my-dialogs.jsonl lora.r=8
+    llama2 train reward recipes/reward-tiny.yaml margin=large
+    llama2 train dpo recipes/dpo-tiny.yaml beta=0.1
+    llama2 train rejection-sampling recipes/rs-tiny.yaml k=8 'temperature=[0.9,1.1]' iterations=2
+    llama2 train ppo recipes/ppo-tiny.yaml iterations=20
+    llama2 train context-distillation recipes/cd-tiny.yaml
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from llama2.cli.common import print_json
 def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train with a recipe (pretrain, ...)", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", help="the training method: pretrain or sft")
+    parser.add_argument("recipe", help="the training method: pretrain, sft, reward, dpo, rejection-sampling, ppo "
+                                       "or context-distillation")
     parser.add_argument("settings", nargs="*", metavar="RECIPE.yaml | key=value",
                         help="a recipe YAML file first (optional), then overrides")
     parser.add_argument("--dry-run", action="store_true", help="check the config and print it resolved; train nothing")
@@ -54,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from llama2.train.loop import train
 
     recipe = recipe_cls(config)
-    result = train(recipe)
+    # Rejection sampling and distillation drive the loop once per stage (sampling between); others plug into it.
+    result = recipe.run() if hasattr(recipe, "run") else train(recipe)
     if not result.main_process:
         return 0
     model = recipe.finalize(result.checkpoint) if hasattr(recipe, "finalize") and result.checkpoint else None

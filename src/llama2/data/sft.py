@@ -48,6 +48,7 @@ __all__ = [
     "source_name",
     "parse_mixture",
     "mix_sft",
+    "mix_sources",
 ]
 
 SFT_FORMATS = ("messages", "prompt_completion", "alpaca")
@@ -173,12 +174,18 @@ def mix_sft(
     order). Training for several epochs means calling this once per epoch with `seed + epoch`, so a
     fractional weight sees a fresh sample each time.
     """
-    mixed: list[SFTDialog] = []
+    return mix_sources(data, lambda source: read_sft(source, format=format, split=split, on_error=on_error),
+                       seed=seed, shuffle=shuffle, what="dialogs")
+
+
+def mix_sources(data: Any, read: Callable[[Source], list[T]], *, seed: int = 0, shuffle: bool = True,
+                what: str = "records") -> list[T]:
+    """`mix_sft` for any record type: `read(source)` gives a source's items, weighted and shuffled alike."""
+    mixed: list[T] = []
     for index, (source, weight) in enumerate(parse_mixture(data)):
-        dialogs = read_sft(source, format=format, split=split, on_error=on_error)
-        mixed += _take(dialogs, weight, np.random.default_rng([seed, index]))
+        mixed += _take(read(source), weight, np.random.default_rng([seed, index]))
     if not mixed:
-        raise DataError("data: the weights select no dialogs at all; raise them (weight w takes round(w * n) of n)")
+        raise DataError(f"data: the weights select no {what} at all; raise them (weight w takes round(w * n) of n)")
     if shuffle:
         mixed = [mixed[i] for i in np.random.default_rng(seed).permutation(len(mixed))]
     return mixed
@@ -372,8 +379,8 @@ def _mixture_item(item: Any) -> tuple[Source, float]:
     return source, float(weight)
 
 
-def _take(dialogs: list[SFTDialog], weight: float, rng: np.random.Generator) -> list[SFTDialog]:
+def _take(items: list[T], weight: float, rng: np.random.Generator) -> list[T]:
     whole = int(weight)
-    extra = round((weight - whole) * len(dialogs))
-    picked = np.sort(rng.choice(len(dialogs), size=extra, replace=False))
-    return dialogs * whole + [dialogs[i] for i in picked]
+    extra = round((weight - whole) * len(items))
+    picked = np.sort(rng.choice(len(items), size=extra, replace=False))
+    return items * whole + [items[i] for i in picked]
