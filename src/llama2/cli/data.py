@@ -3,7 +3,8 @@ corpus; `tokenize` turns a corpus into packed token shards (BOS + document + EOS
 validation split) for `llama2 train`. `fetch` gets a benchmark's real data (MMLU, GSM8K, HumanEval,
 BBH) for `llama2 eval`. `build-chat` generates the miniature SFT dataset of the bundled chat model
 (and its held-out split) for `llama2 train sft`; `build-preferences` its miniature preference pairs
-for `llama2 train reward|dpo`."""
+for `llama2 train reward|dpo`. `build-task` generates a task fine-tuning set (GSM8K-style math or small
+Python functions) with a held-out set that `llama2 eval run` scores."""
 
 from __future__ import annotations
 
@@ -64,6 +65,23 @@ def register(subparsers) -> None:
     chat.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     chat.add_argument("--json", action="store_true", help="print the counts as JSON")
     chat.set_defaults(func=run_build_chat)
+
+    task = commands.add_parser("build-task", help="generate a task fine-tuning set and its held-out benchmark set",
+                               description="Write a seeded, generated task: OUTPUT/train.jsonl (SFT prompt/completion records "
+                                           "for recipes/task-*-lora.yaml) and a held-out set that `llama2 eval run --tasks "
+                                           "gsm8k|humaneval --data-dir OUTPUT` reads (OUTPUT/gsm8k/test.jsonl or "
+                                           "OUTPUT/humaneval/HumanEval.jsonl); no held-out problem is in the training set.")
+    task.add_argument("task", choices=("math", "code"), help="math: GSM8K-style word problems; code: small Python functions with tests")
+    task.add_argument("--output", required=True, help="folder to write")
+    task.add_argument("--n-train", type=int, default=None, help="training problems (default 3000 for math, 2000 for code)")
+    task.add_argument("--n-eval", type=int, default=None, help="held-out problems (default 100 for math, 80 for code)")
+    task.add_argument("--few-shot-share", type=float, default=None,
+                      help="math: share of training problems given the gsm8k benchmark's own 8-shot prompt (default 0.2); "
+                           "the rest get its last part alone, 'Q: ...\\nA:', ~10x shorter")
+    task.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
+    task.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    task.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    task.set_defaults(func=run_build_task)
 
     prefs = commands.add_parser("build-preferences", help="generate the miniature preference pairs of default-chat's reward models",
                                 description="Write seeded preference pairs built from the chat dataset's tasks and safety requests "
@@ -185,3 +203,25 @@ def run_build_preferences(args: argparse.Namespace) -> int:
         print(f"wrote {sum(strengths.values()):,} pairs to {Path(args.output) / name} ({detail})")
     return 0
 
+
+def run_build_task(args: argparse.Namespace) -> int:
+    from llama2.data.task_data import write_task
+    from llama2.data.task_math import FEW_SHOT_SHARE
+    from llama2.errors import ConfigError
+    from llama2.evaluate.benchmarks.gsm8k import build_prompt
+
+    if args.task != "math" and args.few_shot_share is not None:
+        raise ConfigError("--few-shot-share applies to the math task only (code prompts are the benchmark's as they are)")
+    prompt, share = None, 1.0
+    if args.task == "math":  # partly trained on exactly what the gsm8k benchmark sends a model: its 8-shot prompt
+        prompt, share = build_prompt, FEW_SHOT_SHARE if args.few_shot_share is None else args.few_shot_share
+    manifest = write_task(args.task, args.output, n_train=args.n_train, n_eval=args.n_eval, seed=args.seed,
+                          prompt=prompt, prompt_share=share, overwrite=args.overwrite)
+    if args.json:
+        print_json({"path": args.output, **manifest})
+        return 0
+    few_shot = f" ({manifest['train_prompted']:,} with the 8-shot prompt)" if args.task == "math" else ""
+    print(f"wrote the {args.task} task to {args.output} (seed {args.seed}): {manifest['train']:,} training records{few_shot} in "
+          f"{manifest['train_file']}, {manifest['heldout']:,} held-out {manifest['benchmark']} problems in {manifest['eval_file']}")
+    print(f"  measure: llama2 eval run --model local:MODEL --tasks {manifest['benchmark']} --data-dir {args.output}")
+    return 0
