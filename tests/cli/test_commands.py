@@ -75,3 +75,24 @@ def test_context_overflow_is_reported_not_cut(checkpoint):
     run = subprocess.run([sys.executable, "-m", "llama2", "generate", "word " * 300, "--model", str(checkpoint)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "context window" in run.stderr
+
+
+def test_a_reader_that_closes_early_ends_the_command_quietly():
+    """`llama2 ... | head`: the broken pipe ends the command with exit 1 and no traceback."""
+    script = (
+        "import argparse, sys\n"
+        "from llama2.cli import main as cli\n"
+        "def flood_parser():\n"
+        "    parser = argparse.ArgumentParser()\n"
+        "    flood = parser.add_subparsers().add_parser('flood')\n"
+        "    flood.set_defaults(func=lambda args: [print('x' * 1000) for _ in range(10_000)])\n"
+        "    return parser\n"
+        "cli.build_parser = flood_parser\n"
+        "sys.exit(cli.main(['flood']))\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer.stdout.read(10)
+    writer.stdout.close()
+    stderr = writer.stderr.read().decode()
+    assert writer.wait(timeout=60) == 1
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr

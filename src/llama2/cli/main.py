@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from llama2.errors import Llama2Error
@@ -41,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("llama2: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`llama2 ... --json | head`): say nothing more, and keep the
+        # interpreter's final flush of stdout from raising again (Python's documented recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
