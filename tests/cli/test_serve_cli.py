@@ -3,14 +3,17 @@ the port it announces."""
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
 
+import httpx
 import openai
 import pytest
 
 from llama2.cli.main import main
+from llama2.serve.access_log import RedactSecrets, redact_path
 from llama2.serve.config import load_config, model_from_argument
 from llama2.serve.store import Store
 
@@ -64,9 +67,23 @@ def test_serve_announces_its_url_and_answers(tmp_path, tiny_checkpoint):
         api = openai.OpenAI(base_url=url, api_key=key, max_retries=0)
         reply = api.completions.create(model="tiny", prompt="Once upon a time", max_tokens=3, temperature=0)
         assert reply.usage.completion_tokens == 3
+        httpx.get(url.removesuffix("/v1") + "/set-password?token=invitation-secret&next=%2F")
     finally:
         process.terminate()
         process.wait(timeout=20)
+    access_log = process.stdout.read()
+    assert "POST /v1/completions" in access_log
+    assert "invitation-secret" not in access_log and "/set-password?token=[redacted]&next=%2F" in access_log
+
+
+def test_access_log_lines_lose_one_time_secrets_only():
+    assert redact_path("/setup?token=abc") == "/setup?token=[redacted]"
+    assert redact_path("/auth/callback?code=c&state=s&x=1") == "/auth/callback?code=[redacted]&state=[redacted]&x=1"
+    assert redact_path("/v1/models?after=abc") == "/v1/models?after=abc"
+    assert redact_path("/chat") == "/chat"
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/setup?token=abc", "1.1", 200), None)
+    assert RedactSecrets().filter(record) and "abc" not in record.getMessage()
 
 
 @pytest.mark.parametrize("argument", ["local:", "azure:"])

@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from llama2.serve.access_log import redact_access_log
     from llama2.serve.app import build_gateway, create_app
     from llama2.serve.config import load_config
     from llama2.serve.store import default_data_dir
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     server = AnnouncingServer(uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
                                              timeout_graceful_shutdown=5, **tls))
+    redact_access_log()  # after uvicorn.Config, which configures its loggers
     server.run()
     return 0
 
