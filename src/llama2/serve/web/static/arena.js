@@ -5,10 +5,8 @@
 // server's sanitized HTML (the "html" fields). No inline handlers: the page's CSP allows this file.
 "use strict";
 (() => {
-  const $ = (selector, root = document) => root.querySelector(selector);
-  const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
+  const { $, $$, headers, failure, toast, enhance, streamEvents } = window.llama2Page;
 
-  const csrf = $('meta[name="csrf-token"]').content;
   const app = $("#app");
   const thread = $("#thread");
   const composer = $("#composer");
@@ -17,7 +15,6 @@
   const sendButton = $("#send");
   const stopButton = $("#stop");
   const voteBar = $("#vote-bar");
-  const headers = { "Content-Type": "application/json", "X-CSRF-Token": csrf };
   let battleId = app.dataset.battle ? Number(app.dataset.battle) : null;
   let controller = null; // aborts both answers' stream
   const VOTABLE = ["done", "stopped"];
@@ -29,21 +26,6 @@
     const voting = state === "voting";
     for (const button of $$("[data-vote]")) button.disabled = !voting;
     thread.setAttribute("aria-busy", state === "streaming" ? "true" : "false");
-  }
-
-  async function failure(response) {
-    if (response.status === 401) location.assign(`/signin?next=${encodeURIComponent(location.pathname)}`);
-    let message = `${response.status} ${response.statusText}`;
-    try { message = (await response.json()).error.message || message; } catch { /* not JSON */ }
-    return new Error(message);
-  }
-
-  function toast(text) {
-    const element = $("#toast");
-    element.textContent = text;
-    element.hidden = false;
-    clearTimeout(toast.timer);
-    toast.timer = setTimeout(() => { element.hidden = true; }, 6000);
   }
 
   // ---- answers ------------------------------------------------------------------------------
@@ -58,33 +40,6 @@
     pane.dataset.status = answer.status;
     if (answer.html !== undefined) showHtml(pane, answer.html);
     $(".msg-error", pane).textContent = answer.error || "";
-  }
-
-  // Code blocks get their language and a copy button, as in the chat; links open in a new tab.
-  function enhance(content) {
-    for (const pre of $$("pre", content)) {
-      if (pre.parentElement.classList.contains("code-block")) continue;
-      const wrapper = document.createElement("div");
-      wrapper.className = "code-block";
-      const bar = document.createElement("div");
-      bar.className = "code-bar";
-      const language = document.createElement("span");
-      language.textContent = pre.dataset.lang || "text";
-      const copy = document.createElement("button");
-      copy.type = "button";
-      copy.className = "copy-code";
-      copy.textContent = "Copy";
-      copy.setAttribute("aria-label", "Copy code");
-      copy.addEventListener("click", async () => {
-        try { await navigator.clipboard.writeText(pre.textContent); copy.textContent = "Copied"; }
-        catch { copy.textContent = "Select and copy"; }
-        setTimeout(() => { copy.textContent = "Copy"; }, 1500);
-      });
-      bar.append(language, copy);
-      pre.replaceWith(wrapper);
-      wrapper.append(bar, pre);
-    }
-    for (const link of $$("a[href]", content)) link.target = "_blank";
   }
 
   function settle() {
@@ -115,24 +70,7 @@
     let started = false;
     try {
       const body = { message: text, local_only: Boolean(localOnly && localOnly.checked) };
-      const response = await fetch("/api/arena/battles", { method: "POST", headers, body: JSON.stringify(body),
-                                                           signal: controller.signal });
-      if (!response.ok) throw await failure(response);
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const line = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
-          started = handle(JSON.parse(line.slice(6))) || started;
-        }
-      }
+      await streamEvents("/api/arena/battles", body, controller.signal, (event) => { started = handle(event) || started; });
     } catch (error) {
       if (!started) { // nothing was kept: ask again
         setState("new");
@@ -257,44 +195,17 @@
 
   // ---- the question box ---------------------------------------------------------------------
 
-  function autosize() {
-    box.style.height = "auto";
-    box.style.height = `${Math.min(box.scrollHeight, 200)}px`;
-  }
-  box.addEventListener("input", autosize);
-  box.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      ask();
-    }
-  });
-  composer.addEventListener("submit", (event) => { event.preventDefault(); ask(); });
-  stopButton.addEventListener("click", () => { if (controller) controller.abort(); });
-  document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && controller) { event.preventDefault(); controller.abort(); }
-  });
+  const stop = () => { if (controller) controller.abort(); };
+  window.llama2Page.messageBox({ box, composer, stopButton, maxHeight: 200, submit: ask, stop,
+                                streaming: () => Boolean(controller) });
 
   // ---- narrow screens: the list slides in -----------------------------------------------------
 
-  function nav(open) {
-    document.body.classList.toggle("nav-open", open);
-    $(".scrim").hidden = !open;
-    if (open) $("#new-battle").focus();
-  }
-  document.addEventListener("click", (event) => {
-    const target = event.target.closest("[data-action]");
-    if (!target) return;
-    if (target.dataset.action === "open-nav") nav(true);
-    if (target.dataset.action === "close-nav") nav(false);
-  });
-  document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && document.body.classList.contains("nav-open")) nav(false);
-  });
+  window.llama2Page.slidingList("#new-battle");
 
   // ---- start --------------------------------------------------------------------------------
 
   $$(".side .md").forEach(enhance);
   setState(app.dataset.state);
-  autosize();
   if (app.dataset.state === "new" && !box.disabled && !matchMedia("(pointer: coarse)").matches) box.focus();
 })();

@@ -6,10 +6,8 @@
 // the page's Content-Security-Policy allows this file and nothing inline.
 "use strict";
 (() => {
-  const $ = (selector, root = document) => root.querySelector(selector);
-  const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
+  const { $, $$, headers, failure, toast, copyText, enhance, streamEvents } = window.llama2Page;
 
-  const csrf = $('meta[name="csrf-token"]').content;
   const app = $("#app");
   const thread = $("#thread");
   const composer = $("#composer");
@@ -24,27 +22,10 @@
 
   // ---- server calls -------------------------------------------------------------------------
 
-  const headers = { "Content-Type": "application/json", "X-CSRF-Token": csrf };
-
-  async function failure(response) {
-    if (response.status === 401) location.assign(`/signin?next=${encodeURIComponent(location.pathname)}`);
-    let message = `${response.status} ${response.statusText}`;
-    try { message = (await response.json()).error.message || message; } catch { /* not JSON */ }
-    return new Error(message);
-  }
-
   async function api(method, url, body) {
     const response = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     if (!response.ok) throw await failure(response);
     return response.status === 204 ? null : response.json();
-  }
-
-  function toast(text) {
-    const element = $("#toast");
-    element.textContent = text;
-    element.hidden = false;
-    clearTimeout(toast.timer);
-    toast.timer = setTimeout(() => { element.hidden = true; }, 5000);
   }
 
   // ---- messages -----------------------------------------------------------------------------
@@ -80,49 +61,6 @@
     enhance(content);
   }
 
-  // Copy buttons on code blocks; links open in a new tab.
-  function enhance(content) {
-    for (const pre of $$("pre", content)) {
-      if (pre.parentElement.classList.contains("code-block")) continue;
-      const wrapper = document.createElement("div");
-      wrapper.className = "code-block";
-      const bar = document.createElement("div");
-      bar.className = "code-bar";
-      const language = document.createElement("span");
-      language.textContent = pre.dataset.lang || "text";
-      const copy = document.createElement("button");
-      copy.type = "button";
-      copy.className = "copy-code";
-      copy.textContent = "Copy";
-      copy.setAttribute("aria-label", "Copy code");
-      copy.addEventListener("click", () => copyText(pre.textContent, copy));
-      bar.append(language, copy);
-      pre.replaceWith(wrapper);
-      wrapper.append(bar, pre);
-    }
-    for (const link of $$("a[href]", content)) link.target = "_blank";
-  }
-
-  async function copyText(text, button) {
-    try {
-      await navigator.clipboard.writeText(text);
-    } catch {
-      const area = document.createElement("textarea"); // no clipboard API without HTTPS on other hosts
-      area.value = text;
-      document.body.append(area);
-      area.select();
-      document.execCommand("copy");
-      area.remove();
-    }
-    const before = button.textContent;
-    if (button.classList.contains("copy-code")) {
-      button.textContent = "Copied";
-      setTimeout(() => { button.textContent = before; }, 1500);
-    } else {
-      toast("Copied");
-    }
-  }
-
   function scrollToEnd(force) {
     const near = thread.scrollHeight - thread.scrollTop - thread.clientHeight < 120;
     if (force || near) thread.scrollTop = thread.scrollHeight;
@@ -146,23 +84,7 @@
     thread.append(answer);
     scrollToEnd(true);
     try {
-      const response = await fetch(url, { method: "POST", headers, body: JSON.stringify(body), signal: controller.signal });
-      if (!response.ok) throw await failure(response);
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const line = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
-          answer = handle(JSON.parse(line.slice(6)), answer, pendingUser);
-        }
-      }
+      await streamEvents(url, body, controller.signal, (event) => { answer = handle(event, answer, pendingUser); });
     } catch (error) {
       const started = Boolean(answer.dataset.id);
       if (error.name === "AbortError" && started) {
@@ -318,23 +240,8 @@
     else if (button.dataset.action === "edit") edit(article);
   });
 
-  function autosize() {
-    box.style.height = "auto";
-    box.style.height = `${Math.min(box.scrollHeight, 240)}px`;
-  }
-
-  box.addEventListener("input", autosize);
-  box.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      send();
-    }
-  });
-  composer.addEventListener("submit", (event) => { event.preventDefault(); send(); });
-  stopButton.addEventListener("click", stop);
-  document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && controller) { event.preventDefault(); stop(); }
-  });
+  const autosize = window.llama2Page.messageBox({ box, composer, stopButton, maxHeight: 240, submit: send, stop,
+                                                  streaming: () => Boolean(controller) });
 
   // ---- title, model and settings ------------------------------------------------------------
 
@@ -465,26 +372,12 @@
 
   // ---- narrow screens: the list slides in -----------------------------------------------------
 
-  function nav(open) {
-    document.body.classList.toggle("nav-open", open);
-    $(".scrim").hidden = !open;
-    if (open) $("#search").focus();
-  }
-  document.addEventListener("click", (event) => {
-    const target = event.target.closest("[data-action]");
-    if (!target) return;
-    if (target.dataset.action === "open-nav") nav(true);
-    if (target.dataset.action === "close-nav") nav(false);
-  });
-  document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && document.body.classList.contains("nav-open")) nav(false);
-  });
+  window.llama2Page.slidingList("#search");
 
   // ---- start --------------------------------------------------------------------------------
 
   $$(".msg-assistant .md", thread).forEach(enhance);
   showModel();
-  autosize();
   scrollToEnd(true);
   if (!matchMedia("(pointer: coarse)").matches) box.focus();
 })();
