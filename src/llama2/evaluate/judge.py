@@ -56,8 +56,19 @@ class JudgeTemplate:
 def load_template(path: str | Path | None, scale: Scale) -> JudgeTemplate:
     """The template at `path`, or the default one for `scale`; checked before any model is loaded."""
     if path is None:
-        text = files("llama2").joinpath(f"assets/judge_prompts/{scale}.txt").read_text(encoding="utf-8")
-        return JudgeTemplate(text, f"default:{scale}")
+        return JudgeTemplate(bundled_template(scale), f"default:{scale}")
+    text = read_template_file(path, FIELDS, required=REQUIRED, kind="a judge template",
+                              needs="the judge must see both answers")
+    return JudgeTemplate(text, str(Path(path).expanduser()))
+
+
+def bundled_template(name: str) -> str:
+    return files("llama2").joinpath(f"assets/judge_prompts/{name}.txt").read_text(encoding="utf-8")
+
+
+def read_template_file(path: str | Path, fields: Sequence[str], *, required: Sequence[str], kind: str, needs: str) -> str:
+    """The text of a judge template file whose `{fields}` are all known and include `required`; a
+    ConfigError naming the file and the problem otherwise (`kind` and `needs` word it for the judge)."""
     path = Path(path).expanduser()
     try:
         text = path.read_text(encoding="utf-8")
@@ -69,16 +80,15 @@ def load_template(path: str | Path | None, scale: Scale) -> JudgeTemplate:
         names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
     except ValueError as error:
         raise ConfigError(f"{path}: not a valid template ({error}); write a literal brace as {{{{ or }}}}") from None
-    unknown = sorted(names - set(FIELDS))
+    unknown = sorted(names - set(fields))
     if unknown:
         raise ConfigError(f"{path}: unknown field(s) {', '.join('{' + n + '}' for n in unknown)}; "
-                          f"a judge template may use {', '.join('{' + n + '}' for n in FIELDS)} "
+                          f"{kind} may use {', '.join('{' + n + '}' for n in fields)} "
                           "(write a literal brace as {{ or }})")
-    missing = [name for name in REQUIRED if name not in names]
+    missing = [name for name in required if name not in names]
     if missing:
-        raise ConfigError(f"{path}: the template never shows {', '.join('{' + n + '}' for n in missing)}; "
-                          "the judge must see both answers")
-    return JudgeTemplate(text, str(path))
+        raise ConfigError(f"{path}: the template never shows {', '.join('{' + n + '}' for n in missing)}; {needs}")
+    return text
 
 
 def render_conversation(item: PromptItem) -> str:

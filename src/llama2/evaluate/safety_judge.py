@@ -17,16 +17,14 @@ for the same form (`safety_ratings.parse_safety_rating`, `parse_refusal_label`).
 from __future__ import annotations
 
 import hashlib
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
 from llama2.errors import ConfigError
 from llama2.evaluate.benchmarks.base import Mode, Request, Response, Sample, SampleResult, Task
-from llama2.evaluate.judge import DEFAULT_JUDGE_PARAMS, render_conversation
+from llama2.evaluate.judge import DEFAULT_JUDGE_PARAMS, bundled_template, read_template_file, render_conversation
 from llama2.evaluate.prompts import PromptItem
 from llama2.evaluate.safety_ratings import parse_refusal_label, parse_safety_rating
 from llama2.providers.base import Capabilities, Completion, GenerateRequest
@@ -56,27 +54,10 @@ class AnswerTemplate:
 def load_answer_template(path: str | Path | None, kind: JudgeKind) -> AnswerTemplate:
     """The template at `path`, or the bundled default for `kind`; checked before any model is loaded."""
     if path is None:
-        name = DEFAULT_TEMPLATES[kind]
-        text = files("llama2").joinpath(f"assets/judge_prompts/{name}.txt").read_text(encoding="utf-8")
-        return AnswerTemplate(text, f"default:{name}")
-    path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: judge prompt template not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read the judge prompt template ({error})") from None
-    try:
-        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
-    except ValueError as error:
-        raise ConfigError(f"{path}: not a valid template ({error}); write a literal brace as {{{{ or }}}}") from None
-    unknown = sorted(names - set(FIELDS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown field(s) {', '.join('{' + n + '}' for n in unknown)}; a safety judge "
-                          f"template may use {', '.join('{' + n + '}' for n in FIELDS)} (write a literal brace as {{{{ or }}}})")
-    if "answer" not in names:
-        raise ConfigError(f"{path}: the template never shows {{answer}}; the judge must see the answer it judges")
-    return AnswerTemplate(text, str(path))
+        return AnswerTemplate(bundled_template(DEFAULT_TEMPLATES[kind]), f"default:{DEFAULT_TEMPLATES[kind]}")
+    text = read_template_file(path, FIELDS, required=("answer",), kind="a safety judge template",
+                              needs="the judge must see the answer it judges")
+    return AnswerTemplate(text, str(Path(path).expanduser()))
 
 
 class SafetyJudgeTask(Task):
