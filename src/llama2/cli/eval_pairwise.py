@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llama2.cli.common import print_json
+from llama2.cli.study_options import add_study_options, study_settings
 
 DEFAULT_OUTPUT = Path("pairwise-results")
 
@@ -40,20 +41,8 @@ def _register_pairwise(commands) -> None:
                    help="judge prompt template with {conversation}, {question}, {answer_a}, {answer_b} "
                         "(default: the bundled template for --mode)")
     p.add_argument("--output", "-o", default=None, help=f"study folder (default ./{DEFAULT_OUTPUT})")
-    p.add_argument("--cache", default=None, help="response cache file (default ~/.cache/llama2/eval-cache.sqlite)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="provider calls in flight at once (default: an API model's own setting, else 8)")
-    p.add_argument("--batch-size", type=int, default=None, help="requests per provider call (default: 1 for APIs, 256 local)")
-    p.add_argument("--max-new-tokens", type=int, default=512, help="answer length limit (default 512)")
-    p.add_argument("--temperature", type=float, default=0.0, help="answer sampling temperature (default 0: greedy)")
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=None, help="seed for sampled answers")
-    p.add_argument("--judge-max-new-tokens", type=int, default=512, help="judge answer length limit (default 512)")
-    p.add_argument("--system", default=None, help="system prompt for prompts that have none")
-    p.add_argument("--default-system-prompt", action="store_true",
-                   help="use Meta's launch system prompt, as the paper's human evaluation did")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_study_options(p, limit_help="use only the first N prompts",
+                      system_prompt_help="use Meta's launch system prompt, as the paper's human evaluation did")
     p.set_defaults(func=run_pairwise)
 
 
@@ -96,31 +85,22 @@ def _register_ratings(commands) -> None:
 
 def run_pairwise(args: argparse.Namespace) -> int:
     from llama2.errors import ConfigError
-    from llama2.evaluate.cache import DEFAULT_CACHE_PATH
-    from llama2.evaluate.judge import DEFAULT_JUDGE_PARAMS, load_template
+    from llama2.evaluate.judge import load_template
     from llama2.evaluate.pairwise import PairwiseConfig, run_pairwise as run
     from llama2.evaluate.prompts import load_prompts
-    from llama2.model.chat_format import DEFAULT_SYSTEM_PROMPT
-    from llama2.types import SamplingParams
 
     if args.judge is None and args.judge_prompt is not None:
         raise ConfigError("--judge-prompt needs --judge SPEC: without a judge only answers are generated")
-    for name in ("max_new_tokens", "judge_max_new_tokens"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1; got {getattr(args, name)}")
+    settings = study_settings(args)
     template = load_template(args.judge_prompt, args.mode) if args.judge else None
     items = load_prompts(args.prompts, limit=args.limit)
     config = PairwiseConfig(
         models=args.model, judge=args.judge, scale=args.mode, template=template,
-        answer_params=SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                     top_p=args.top_p, seed=args.seed),
-        judge_params=SamplingParams(**{**vars(DEFAULT_JUDGE_PARAMS), "max_new_tokens": args.judge_max_new_tokens}),
-        system_prompt=args.system or (DEFAULT_SYSTEM_PROMPT if args.default_system_prompt else None),
+        answer_params=settings.answer_params, judge_params=settings.judge_params, system_prompt=settings.system_prompt,
         concurrency=args.concurrency, batch_size=args.batch_size, prompts_source=str(args.prompts),
         settings={"limit": args.limit})
     output = Path(args.output) if args.output else DEFAULT_OUTPUT
-    cache = Path(args.cache) if args.cache else DEFAULT_CACHE_PATH.expanduser()
-    summary = asyncio.run(run(config, items, output=output, cache_path=cache, progress=True))
+    summary = asyncio.run(run(config, items, output=output, cache_path=settings.cache, progress=True))
     if args.json:
         print_json(summary)
         return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llama2.cli.common import print_json
+from llama2.cli.study_options import add_study_options, study_settings
 
 DEFAULT_OUTPUT = Path("safety-results")
 
@@ -40,50 +41,28 @@ def register(commands) -> None:
     p.add_argument("--refusal-prompt", metavar="FILE", default=None,
                    help="refusal classification template, same fields (default: the bundled refusal.txt)")
     p.add_argument("--output", "-o", default=None, help=f"results folder (default ./{DEFAULT_OUTPUT})")
-    p.add_argument("--cache", default=None, help="response cache file (default ~/.cache/llama2/eval-cache.sqlite)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts of each set")
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="provider calls in flight at once (default: an API model's own setting, else 8)")
-    p.add_argument("--batch-size", type=int, default=None, help="requests per provider call (default: 1 for APIs, 256 local)")
-    p.add_argument("--max-new-tokens", type=int, default=512, help="answer length limit (default 512)")
-    p.add_argument("--temperature", type=float, default=0.0, help="answer sampling temperature (default 0: greedy)")
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=None, help="seed for sampled answers")
-    p.add_argument("--judge-max-new-tokens", type=int, default=512, help="judge answer length limit (default 512)")
-    p.add_argument("--system", default=None, help="system prompt for prompts that have none")
-    p.add_argument("--default-system-prompt", action="store_true",
-                   help="use Meta's launch system prompt (the paper's evaluation setting)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_study_options(p, limit_help="use only the first N prompts of each set",
+                      system_prompt_help="use Meta's launch system prompt (the paper's evaluation setting)")
     p.set_defaults(func=run_safety)
 
 
 def run_safety(args: argparse.Namespace) -> int:
     from llama2.errors import ConfigError
-    from llama2.evaluate.cache import DEFAULT_CACHE_PATH
-    from llama2.evaluate.judge import DEFAULT_JUDGE_PARAMS
     from llama2.evaluate.safety import SafetyConfig, load_prompt_sets, run_safety as run
     from llama2.evaluate.safety_judge import load_answer_template
-    from llama2.model.chat_format import DEFAULT_SYSTEM_PROMPT
-    from llama2.types import SamplingParams
 
     if args.judge is None and (args.rating_prompt or args.refusal_prompt):
         raise ConfigError("--rating-prompt and --refusal-prompt need --judge SPEC")
-    for name in ("max_new_tokens", "judge_max_new_tokens"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1; got {getattr(args, name)}")
+    settings = study_settings(args)
     templates = {"rating": load_answer_template(args.rating_prompt, "rating"),
                  "refusal": load_answer_template(args.refusal_prompt, "refusal")} if args.judge else None
     sets = load_prompt_sets(args.adversarial, args.borderline, limit=args.limit)
     config = SafetyConfig(
         models=args.model, judge=args.judge, templates=templates,  # type: ignore[arg-type]
-        answer_params=SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                     top_p=args.top_p, seed=args.seed),
-        judge_params=SamplingParams(**{**vars(DEFAULT_JUDGE_PARAMS), "max_new_tokens": args.judge_max_new_tokens}),
-        system_prompt=args.system or (DEFAULT_SYSTEM_PROMPT if args.default_system_prompt else None),
+        answer_params=settings.answer_params, judge_params=settings.judge_params, system_prompt=settings.system_prompt,
         concurrency=args.concurrency, batch_size=args.batch_size, settings={"limit": args.limit})
     output = Path(args.output) if args.output else DEFAULT_OUTPUT
-    cache = Path(args.cache) if args.cache else DEFAULT_CACHE_PATH.expanduser()
-    summary = asyncio.run(run(config, sets, output=output, cache_path=cache, ratings_files=args.ratings, progress=True))
+    summary = asyncio.run(run(config, sets, output=output, cache_path=settings.cache, ratings_files=args.ratings, progress=True))
     if args.json:
         print_json(summary)
         return 0
