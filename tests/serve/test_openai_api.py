@@ -170,6 +170,10 @@ def test_unparseable_json_unknown_model_and_paths(server):
     with pytest.raises(openai.NotFoundError) as unknown:
         client(server).chat.completions.create(model="gpt-9", messages=QUESTION)
     assert unknown.value.body["code"] == "model_not_found"
+    assert "(offered: tiny, other)" in unknown.value.body["message"]
+    with pytest.raises(openai.NotFoundError) as unknown:  # a key limited to "other" never learns of "tiny"
+        client(server, "other-only").chat.completions.create(model="gpt-9", messages=QUESTION)
+    assert "(offered: other)" in unknown.value.body["message"]
     assert httpx.get(server["url"] + "/v1/nothing-here", headers=headers).json()["error"]["code"] == "not_found"
 
 

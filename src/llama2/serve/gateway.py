@@ -27,7 +27,7 @@ from llama2.serve.auth import Authorizer
 from llama2.serve.errors import status_of
 from llama2.serve.metrics import Metrics
 from llama2.serve.models import ModelPool, ServedModel
-from llama2.serve.protocol import error_body, sse
+from llama2.serve.protocol import ModelNotFoundError, error_body, sse
 from llama2.serve.store import KeyInfo, Store, UsageRecord
 from llama2.serve.upstream_keys import UpstreamKeys
 from llama2.types import StreamDelta
@@ -87,9 +87,17 @@ class Gateway:
             )
         return await asyncio.to_thread(self.authorizer.authenticate, secret)
 
+    def models_for(self, key: KeyInfo) -> list[str]:
+        """The models `key` may use: on its own list (if it has one) and open to its user's role."""
+        return [name for name, model in self.models.models.items()
+                if (key.models is None or name in key.models) and model.entry.allows(key.user_role)]
+
     async def begin(self, key: KeyInfo, model_name: str, endpoint: str, body: Any) -> Call:
         """Resolve the model and check the key may use it now (its user's role, the key's model list,
         rate and daily tokens). The web chat calls this too, with a key-less `KeyInfo` of the user."""
+        if model_name not in self.models.models:  # name only what this key may use: others stay unknown to it
+            offered = ", ".join(self.models_for(key)) or "none"
+            raise ModelNotFoundError(f"The model '{model_name}' does not exist on this server (offered: {offered})")
         model = self.models.get(model_name)
         if not model.entry.allows(key.user_role):  # serve.yaml's `roles:` of the model
             raise PermissionDeniedError(f"the {key.user_role} role may not use model '{model_name}'; ask an admin")

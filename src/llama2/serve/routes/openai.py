@@ -67,12 +67,9 @@ async def api_key(request: Request) -> KeyInfo:
 
 @router.get("/models", responses=_errors(401))
 async def list_models(request: Request, key: KeyInfo = Depends(api_key)) -> dict:
-    allowed = key.models
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": model.owned_by}
-        for name, model in gateway(request).models.models.items()
-        if (allowed is None or name in allowed) and model.entry.allows(key.user_role)
-    ]
+    models = gateway(request).models
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": models.get(name).owned_by}
+            for name in gateway(request).models_for(key)]
     return {"object": "list", "data": data}
 
 
