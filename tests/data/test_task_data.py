@@ -11,11 +11,11 @@ import pytest
 
 from llama2.cli.main import main
 from llama2.data.task_code import FAMILIES
-from llama2.data.task_data import bridge, build_task, write_task
-from llama2.data.task_math import question_prompt
+from llama2.data.task_data import build_task, write_task
+from llama2.data.task_math import NUM_FEWSHOT, question_prompt
 from llama2.errors import DataError
 from llama2.evaluate.benchmarks import data_dir_for
-from llama2.evaluate.benchmarks.gsm8k import GSM8K, build_prompt, extract_answer, reference_answer
+from llama2.evaluate.benchmarks.gsm8k import GSM8K, build_prompt, exemplars, extract_answer, reference_answer
 from llama2.evaluate.benchmarks.humaneval import HumanEval, build_program
 from llama2.evaluate.benchmarks.sandbox import run_program
 
@@ -30,7 +30,7 @@ def _math_problems(data):
     for record in data.heldout:
         yield record["question"], record["answer"], None
     for record in data.train:
-        question = record["prompt"].rsplit("Q: ", 1)[1].strip()
+        question = record["prompt"].rsplit("Q: ", 1)[1].removesuffix("\nA:")
         yield question, None, record["completion"]
 
 
@@ -49,7 +49,7 @@ def test_heldout_problems_are_distinct_and_never_in_the_training_set(task):
     assert not set(data.heldout_keys) & set(data.train_keys)
     if task == "math":
         questions = {record["question"] for record in data.heldout}
-        assert not any(record["prompt"].rsplit("Q: ", 1)[1].strip() in questions for record in data.train)
+        assert not any(record["prompt"].rsplit("Q: ", 1)[1].removesuffix("\nA:") in questions for record in data.train)
     else:
         signatures = {record["prompt"].split(">>>")[0] for record in data.heldout}
         assert not any(record["prompt"].split(">>>")[0] in signatures for record in data.train)
@@ -90,13 +90,17 @@ def test_every_code_family_solution_passes_its_own_tests_in_the_sandbox():
     assert run_program(build_program(record, wrong)).status == "failed"  # the tests do test
 
 
-def test_training_records_end_their_prompt_in_the_answer():
-    data = build_task("code", n_train=5, n_eval=5, seed=0)
-    record = data.train[0]
-    assert record["completion"].startswith('    """\n    ') and record["prompt"].endswith("\n")
-    assert bridge("Q: x\nA:", " 5") == {"prompt": "Q: x\n", "completion": "A: 5"}
-    with pytest.raises(DataError, match="single line"):
-        bridge("no newline", "x")
+def test_training_records_are_the_harness_prompt_and_a_plain_completion():
+    """What `template: text` trains: the prompt exactly as the harness sends it, then the continuation."""
+    code = build_task("code", n_train=5, n_eval=5, seed=0)
+    record = code.train[0]
+    assert set(record) == {"prompt", "completion"}
+    assert record["prompt"].startswith("def ") and record["prompt"].endswith('    """\n')
+    assert record["completion"].startswith("    return ")
+    math = build_task("math", n_train=5, n_eval=5, seed=0)
+    for record in math.train:
+        assert record["prompt"].endswith("\nA:") and record["completion"].startswith(" ")
+        assert not record["completion"].startswith(" A:") and record["completion"].endswith(".")
 
 
 def test_written_folders_load_through_the_gsm8k_and_humaneval_harnesses(tmp_path):
@@ -118,15 +122,40 @@ def test_cli_gives_a_share_of_math_problems_the_gsm8k_harness_prompt_and_the_res
     few_shot = 0
     for line in (out / "train.jsonl").read_text().splitlines():
         record = json.loads(line)
-        question = record["prompt"].rsplit("Q: ", 1)[1].strip()
-        shown = record["prompt"] + record["completion"].split(" ", 1)[0]  # the bridged "A:" back in place
-        assert shown in (build_prompt(question), question_prompt(question))
-        few_shot += shown == build_prompt(question)
-    assert few_shot == manifest["train_prompted"] and 10 < few_shot < 30
+        question = record["prompt"].rsplit("Q: ", 1)[1].removesuffix("\nA:")
+        shots = build_prompt(question, exemplars()[:NUM_FEWSHOT])  # what `--tasks gsm8k --num-fewshot 2` sends
+        assert record["prompt"] in (shots, question_prompt(question))
+        few_shot += record["prompt"] == shots
+    assert NUM_FEWSHOT == 2 and few_shot == manifest["train_prompted"] and 10 < few_shot < 30
     assert main(argv) == 1  # no --overwrite
     assert "exists" in capsys.readouterr().err
+    assert main([*argv, "--overwrite", "--few-shot-share", "1", "--num-fewshot", "0"]) == 0
+    capsys.readouterr()
+    prompts = [json.loads(line)["prompt"] for line in (out / "train.jsonl").read_text().splitlines()]
+    assert all(prompt.count("Q: ") == 1 for prompt in prompts)
+    assert main([*argv, "--overwrite", "--num-fewshot", "9"]) == 1
+    assert "from 0 to 8" in capsys.readouterr().err
     assert main(["data", "build-task", "code", "--output", str(tmp_path / "code"), "--few-shot-share", "0.5"]) == 1
     assert "math task only" in capsys.readouterr().err
+    assert main(["data", "build-task", "code", "--output", str(tmp_path / "code"), "--num-fewshot", "2"]) == 1
+    assert "math task only" in capsys.readouterr().err
+
+
+def test_the_math_prompt_with_its_worked_answer_fits_the_bundled_chat_model():
+    """NUM_FEWSHOT is the most exemplars for which every prompt and worked answer fit default-chat's context."""
+    from llama2.model.checkpoint import find_tokenizer, read_model_args, resolve_model_path
+    from llama2.model.tokenizer import Tokenizer
+
+    path = resolve_model_path("default-chat")
+    tokenizer, context = Tokenizer(find_tokenizer(path)), read_model_args(path).max_seq_len
+    data = build_task("math", n_train=1, n_eval=300, seed=0)
+
+    def longest(shots):
+        prompts = [build_prompt(r["question"], exemplars()[:shots]) for r in data.heldout]
+        answers = [r["answer"].rsplit("\n####", 1)[0] + f" The answer is {reference_answer(r['answer'])}." for r in data.heldout]
+        return max(len(tokenizer.encode(f"{p} {a}", bos=True, eos=True)) for p, a in zip(prompts, answers))
+
+    assert longest(NUM_FEWSHOT) <= context < longest(NUM_FEWSHOT + 1)
 
 
 def test_asking_for_more_heldout_problems_than_exist_fails_clearly():

@@ -44,7 +44,8 @@ def fake_models(monkeypatch):
 
     monkeypatch.setattr(registry, "load_provider", load_provider)
     monkeypatch.setattr(registry, "canonical_spec", lambda spec: spec if spec.startswith("fake:") else real_canonical(spec))
-    monkeypatch.setattr(benchmarks, "get_task", lambda name: QuizTask() if name == "quiz" else real_get_task(name))
+    monkeypatch.setattr(benchmarks, "get_task",
+                        lambda name, **options: QuizTask() if name == "quiz" else real_get_task(name, **options))
     return made
 
 
@@ -111,6 +112,8 @@ def test_failed_samples_are_reported_and_left_out_of_the_pairing(tmp_path, capsy
     (["--tasks", "quiz", "--data-dir", "missing"], "quiz.jsonl: quiz data not found"),
     (["--tasks", "quiz", "--model", "nope:model"], "unknown provider 'nope'"),
     (["--tasks", "quiz", "--model", "local:default", "--model", "default"], "are the same model; name each model once"),
+    (["--tasks", "mmlu", "--num-fewshot", "2"], "--num-fewshot applies to gsm8k only; 'mmlu' keeps its fixed protocol"),
+    (["--tasks", "gsm8k", "--num-fewshot", "9"], "gsm8k: --num-fewshot must be a whole number from 0 to 8"),
 ])
 def test_errors_are_one_line(tmp_path, capsys, fake_models, monkeypatch, args, message):
     write_quiz(tmp_path / "quiz", 4)
@@ -152,3 +155,25 @@ def test_the_bundled_model_on_mmlu_format_data(tmp_path, capsys):
     assert main(args) == 0  # resumed: every log-likelihood comes from the cache
     (again,) = json.loads(capsys.readouterr().out)["results"]
     assert again["requests"]["sent"] == 0 and again["metrics"] == result["metrics"]
+
+
+def test_num_fewshot_gives_gsm8k_its_own_results_and_cache_entries(tmp_path, capsys, fake_models):
+    """`--num-fewshot 2` sends two exemplars, names the task gsm8k-2shot (its own folder) and records the
+    count; the 8-shot default then finds none of those answers in the cache."""
+    data = tmp_path / "gsm8k"
+    data.mkdir()
+    data.joinpath("test.jsonl").write_text("".join(
+        json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}) + "\n" for i in range(3)))
+    base = ["eval", "run", "--model", "fake:short", "--tasks", "gsm8k", "--data-dir", str(data),
+            "--output", str(tmp_path / "out"), "--json"]
+    assert main([*base, "--num-fewshot", "2"]) == 0
+    (two,) = json.loads(capsys.readouterr().out)["results"]
+    assert two["task"] == "gsm8k-2shot" and two["settings"]["num_fewshot"] == 2
+    assert fake_models["fake:short"].calls[0].prompt.count("Q: ") == 3  # two exemplars and the question
+    assert main(base) == 0
+    (eight,) = json.loads(capsys.readouterr().out)["results"]
+    assert eight["task"] == "gsm8k" and eight["settings"]["num_fewshot"] == 8
+    assert eight["requests"]["cached"] == 0 and eight["requests"]["sent"] == 3
+    assert fake_models["fake:short"].calls[0].prompt.count("Q: ") == 9
+    folders = sorted(p.parent.name for p in (tmp_path / "out").glob("*/*/summary.json"))
+    assert folders == ["gsm8k", "gsm8k-2shot"]

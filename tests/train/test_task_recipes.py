@@ -1,6 +1,7 @@
 """The task fine-tuning recipes (recipes/task-math-lora.yaml, recipes/task-code-lora.yaml): two-step
 smoke runs on generated task data that train only the LoRA adapters (finite loss, adapters moved,
-base frozen) and leave a merged model; the code recipe as shipped passes the whole config check."""
+base frozen) and leave a merged model; both recipes as shipped start from default-chat with its own
+512-token context, train plain-text continuations (`template: text`) and pass the whole config check."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from llama2.cli.main import main
 from llama2.data.task_data import write_task
@@ -41,8 +43,12 @@ def test_two_steps_of_a_task_recipe_train_only_its_adapters(task, tmp_path, tiny
     assert not torch.equal(merged["layers.0.feed_forward.w2.weight"].float(), base["layers.0.feed_forward.w2.weight"].float())
 
 
-def test_the_code_recipe_as_shipped_passes_the_config_check(tmp_path, capsys):
-    write_task("code", tmp_path / "data", n_train=4, n_eval=2, seed=0)
-    argv = ["train", "sft", str(RECIPES / "task-code-lora.yaml"), f"data={tmp_path / 'data' / 'train.jsonl'}", "--dry-run"]
+@pytest.mark.parametrize("task", ["math", "code"])
+def test_the_recipes_as_shipped_pass_the_config_check(task, tmp_path, capsys):
+    write_task(task, tmp_path / "data", n_train=4, n_eval=2, seed=0)
+    argv = ["train", "sft", str(RECIPES / f"task-{task}-lora.yaml"), f"data={tmp_path / 'data' / 'train.jsonl'}", "--dry-run"]
     assert main(argv) == 0
-    assert "default-chat" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "default-chat" in shown and "1152" not in shown
+    recipe = yaml.safe_load((RECIPES / f"task-{task}-lora.yaml").read_text())
+    assert recipe["init"] == "default-chat" and recipe["seq_len"] == 512 and recipe["template"] == "text"

@@ -76,8 +76,11 @@ def register(subparsers) -> None:
     task.add_argument("--n-train", type=int, default=None, help="training problems (default 3000 for math, 2000 for code)")
     task.add_argument("--n-eval", type=int, default=None, help="held-out problems (default 100 for math, 80 for code)")
     task.add_argument("--few-shot-share", type=float, default=None,
-                      help="math: share of training problems given the gsm8k benchmark's own 8-shot prompt (default 0.2); "
-                           "the rest get its last part alone, 'Q: ...\\nA:', ~10x shorter")
+                      help="math: share of training problems given the gsm8k benchmark's own few-shot prompt (default 0.2); "
+                           "the rest get its last part alone, 'Q: ...\\nA:'")
+    task.add_argument("--num-fewshot", type=int, default=None,
+                      help="math: exemplars in that prompt (default 2, the most that fit default-chat's 512 positions); "
+                           "measure with `llama2 eval run --tasks gsm8k --num-fewshot` the same")
     task.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
     task.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     task.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -205,23 +208,29 @@ def run_build_preferences(args: argparse.Namespace) -> int:
 
 
 def run_build_task(args: argparse.Namespace) -> int:
-    from llama2.data.task_data import write_task
-    from llama2.data.task_math import FEW_SHOT_SHARE
-    from llama2.errors import ConfigError
-    from llama2.evaluate.benchmarks.gsm8k import build_prompt
+    from functools import partial
 
-    if args.task != "math" and args.few_shot_share is not None:
-        raise ConfigError("--few-shot-share applies to the math task only (code prompts are the benchmark's as they are)")
-    prompt, share = None, 1.0
-    if args.task == "math":  # partly trained on exactly what the gsm8k benchmark sends a model: its 8-shot prompt
-        prompt, share = build_prompt, FEW_SHOT_SHARE if args.few_shot_share is None else args.few_shot_share
+    from llama2.data.task_data import write_task
+    from llama2.data.task_math import FEW_SHOT_SHARE, NUM_FEWSHOT
+    from llama2.errors import ConfigError
+    from llama2.evaluate.benchmarks.gsm8k import GSM8K, build_prompt, exemplars
+
+    if args.task != "math" and (args.few_shot_share is not None or args.num_fewshot is not None):
+        raise ConfigError("--few-shot-share and --num-fewshot apply to the math task only "
+                          "(code prompts are the benchmark's as they are)")
+    prompt, share, shots = None, 1.0, NUM_FEWSHOT if args.num_fewshot is None else args.num_fewshot
+    if args.task == "math":  # partly trained on exactly what the gsm8k benchmark sends a model: its few-shot prompt
+        GSM8K(num_fewshot=shots)  # the same range check as the benchmark's
+        prompt = partial(build_prompt, shots=exemplars()[:shots])
+        share = FEW_SHOT_SHARE if args.few_shot_share is None else args.few_shot_share
     manifest = write_task(args.task, args.output, n_train=args.n_train, n_eval=args.n_eval, seed=args.seed,
                           prompt=prompt, prompt_share=share, overwrite=args.overwrite)
     if args.json:
         print_json({"path": args.output, **manifest})
         return 0
-    few_shot = f" ({manifest['train_prompted']:,} with the 8-shot prompt)" if args.task == "math" else ""
+    few_shot = f" ({manifest['train_prompted']:,} with the {shots}-shot prompt)" if args.task == "math" else ""
     print(f"wrote the {args.task} task to {args.output} (seed {args.seed}): {manifest['train']:,} training records{few_shot} in "
           f"{manifest['train_file']}, {manifest['heldout']:,} held-out {manifest['benchmark']} problems in {manifest['eval_file']}")
-    print(f"  measure: llama2 eval run --model local:MODEL --tasks {manifest['benchmark']} --data-dir {args.output}")
+    shot_option = f" --num-fewshot {shots}" if args.task == "math" else ""
+    print(f"  measure: llama2 eval run --model local:MODEL --tasks {manifest['benchmark']}{shot_option} --data-dir {args.output}")
     return 0

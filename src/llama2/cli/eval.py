@@ -36,6 +36,9 @@ def register(subparsers) -> None:
                      help="parent folder with one subfolder per task (DIR/mmlu, DIR/gsm8k, ...), or one task's own folder; "
                           "default: $LLAMA2_DATA_DIR/<task> or ~/.cache/llama2/data/<task>, where `llama2 data fetch` puts it")
     run.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples of each task (in the task's fixed order)")
+    run.add_argument("--num-fewshot", type=int, default=None, metavar="N",
+                     help="few-shot exemplars for tasks that take a count (gsm8k: 0-8, default 8 as the paper); "
+                          "an error for tasks with a fixed protocol. Recorded in each summary's settings")
     run.add_argument("--output", default=None,
                      help=f"results folder (default ./{DEFAULT_OUTPUT}); OUTPUT/<model>/<task>/summary.json and samples.jsonl")
     run.add_argument("--cache", default=None,
@@ -73,7 +76,7 @@ def run_eval(args: argparse.Namespace) -> int:
     results = asyncio.run(evaluate(
         args.model, tasks, output=output, cache_path=cache_path(args),
         data_dir=Path(args.data_dir) if args.data_dir else None, limit=args.limit,
-        concurrency=args.concurrency, batch_size=args.batch_size, progress=True,
+        concurrency=args.concurrency, batch_size=args.batch_size, progress=True, num_fewshot=args.num_fewshot,
     ))
     differences = _differences(results) if len(args.model) == 2 else []
     if args.json:

@@ -1,9 +1,17 @@
 """SFT dialogs -> token-level training examples, and examples packed into fixed-length rows.
 
-Tokens and the loss mask come from the chat format of the model core
-(`chat_format.encode_dialog_for_training`): the loss covers every assistant answer and its EOS,
-never the system or user tokens (LLAMA2.md §3). An answer marked `"train": False` stays in the
-context with no loss (Ghost Attention trains only the last turn, LLAMA2.md §6.1).
+Two templates. "chat" (the default): tokens and the loss mask come from the chat format of the
+model core (`chat_format.encode_dialog_for_training`): the loss covers every assistant answer and
+its EOS, never the system or user tokens (LLAMA2.md §3). An answer marked `"train": False` stays in
+the context with no loss (Ghost Attention trains only the last turn, LLAMA2.md §6.1).
+
+"text": a prompt and its completion as plain text, `BOS prompt completion EOS`, the loss on the
+completion and EOS — for tasks a harness scores by asking the model to continue raw text (gsm8k,
+humaneval), which never shows `[INST]`. The concatenation is tokenized whole, so the boundary is
+tokenized as in the full text; the loss starts where the prompt's own tokens (BOS + prompt, which is
+what a harness sends) stop being a prefix of it. Usually that is exactly after the prompt's tokens,
+as lm-evaluation-harness splits a context/continuation pair; a token that straddles the boundary
+counts as completion.
 
 The paper concatenates all examples to fill each 4096-token window (§3, "Packing"). That lets
 tokens of one dialog attend to the dialogs before it in the row. `pack_examples` keeps that as
@@ -31,16 +39,19 @@ if TYPE_CHECKING:
     from llama2.model.tokenizer import Tokenizer
 
 __all__ = [
+    "TEMPLATES",
     "TRUNCATE_MODES",
     "PACKING_MODES",
     "PAD_ID",
     "SFTExample",
     "PackedRows",
     "build_examples",
+    "encode_text_pair",
     "pack_examples",
     "attention_mask",
 ]
 
+TEMPLATES = ("chat", "text")
 TRUNCATE_MODES = ("error", "drop")
 PACKING_MODES = ("block_diagonal", "concatenate")
 # Filler for the unused end of a row: any valid id works (Llama has no pad token), as padding is
@@ -67,8 +78,13 @@ def build_examples(
     *,
     truncate: str = "error",
     system_prompt: str | None = None,
+    template: str = "chat",
 ) -> list[SFTExample]:
     """Tokenize training dialogs (ending with an assistant turn) into examples of at most `seq_len` ids.
+
+    `template="chat"` encodes them in the chat format; `template="text"` takes dialogs of one user
+    turn (the prompt) and one assistant turn (the completion) as plain text (`encode_text_pair`);
+    any other dialog is a DataError naming it.
 
     A dialog of n ids fills n positions of a packed row. A longer one raises DataError naming it
     (its `file:line` for an `SFTDialog`, its index otherwise); `truncate="drop"` leaves such dialogs
@@ -80,14 +96,21 @@ def build_examples(
     _check_seq_len(seq_len)
     if truncate not in TRUNCATE_MODES:
         raise ConfigError(f"unknown truncate {truncate!r}; use one of {', '.join(TRUNCATE_MODES)}")
+    if template not in TEMPLATES:
+        raise ConfigError(f"unknown template {template!r}; use one of {', '.join(TEMPLATES)}")
+    if template == "text" and system_prompt is not None:
+        raise ConfigError("system_prompt belongs to the chat template; remove it or use template: chat")
     examples, dropped, first = [], 0, ""
     for index, item in enumerate(dialogs):
         name, dialog = (item.source, item.messages) if isinstance(item, SFTDialog) else (f"dialog {index}", item)
-        try:
-            ids, mask = encode_dialog_for_training(tokenizer, dialog, system_prompt=system_prompt)
-        except DialogError as exc:
-            raise DataError(f"{name}: {exc}") from exc
-        mask = _untrain_answers(mask, _trained_answers(dialog, name))
+        if template == "text":
+            ids, mask = encode_text_pair(tokenizer, *_prompt_and_completion(dialog, name))
+        else:
+            try:
+                ids, mask = encode_dialog_for_training(tokenizer, dialog, system_prompt=system_prompt)
+            except DialogError as exc:
+                raise DataError(f"{name}: {exc}") from exc
+            mask = _untrain_answers(mask, _trained_answers(dialog, name))
         if len(ids) <= seq_len:
             examples.append(SFTExample(ids, mask))
             continue
@@ -98,6 +121,32 @@ def build_examples(
     if dropped:
         warnings.warn(f"dropped {dropped} of {index + 1} dialogs longer than seq_len {seq_len}; first: {first}", stacklevel=2)
     return examples
+
+
+def encode_text_pair(tokenizer: Tokenizer, prompt: str, completion: str) -> tuple[list[int], list[bool]]:
+    """`BOS prompt completion EOS` as ids, and the loss mask: True on the completion's tokens and EOS.
+
+    The text is tokenized whole; the completion's tokens are those after the longest common prefix
+    with `BOS prompt` tokenized alone, which is what a harness sends before asking for the rest.
+    """
+    ids = tokenizer.encode(prompt + completion, bos=True, eos=True)
+    alone = tokenizer.encode(prompt, bos=True, eos=False)
+    shared = 0
+    while shared < min(len(alone), len(ids) - 1) and alone[shared] == ids[shared]:
+        shared += 1
+    return ids, [False] * shared + [True] * (len(ids) - shared)
+
+
+def _prompt_and_completion(dialog: Dialog, name: str) -> tuple[str, str]:
+    """The (prompt, completion) of a one-exchange dialog, for the text template."""
+    roles = [message["role"] for message in dialog]
+    if roles != ["user", "assistant"]:
+        raise DataError(f"{name}: template 'text' trains one prompt and its completion, but this record has "
+                        f"{len(dialog)} messages ({', '.join(roles)}); give {{'prompt', 'completion'}} strings "
+                        "or use template: chat")
+    if dialog[1].get("train", True) is False:
+        raise DataError(f"{name}: the completion has \"train\": false, which leaves nothing to learn; remove the record")
+    return dialog[0]["content"], dialog[1]["content"]
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,11 @@ score before and after. Here both halves come from one seeded generator
 `llama2 train sft recipes/task-*-lora.yaml` trains, on problems it never saw: the held-out split is
 decided by each problem's key (`chat_tasks.is_heldout_key`), and held-out keys are distinct.
 
-Training records are SFT prompt/completion pairs that begin the answer with the prompt's last line
-(`bridge`). SFT wraps a record in the chat template, `[INST] prompt [/INST] answer`, while the
-benchmarks ask a local model for a plain continuation of the prompt, which never shows `[/INST]`.
-With the last line ("A:" of a GSM8K prompt, the closing `\"\"\"` of a docstring) at the start of the
-trained answer, the model learns what follows that line inside its own answer, which is the
-continuation the benchmark asks for.
+Training records are plain SFT prompt/completion pairs: the prompt exactly as the benchmark sends it
+to a local model (a GSM8K "Q: ...\nA:" prompt, a function's signature and docstring) and the
+completion that should follow it. The recipes train them with `template: text`
+(`BOS prompt completion EOS`, the loss on the completion), since the benchmarks ask a local model to
+continue raw text, which never shows the chat template's `[INST]`.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from llama2.atomic import atomic_folder
 from llama2.data import task_code, task_math
 from llama2.errors import ConfigError, DataError
 
-__all__ = ["TaskSpec", "TASKS", "TaskData", "bridge", "build_task", "write_task", "MANIFEST", "TRAIN_FILE"]
+__all__ = ["TaskSpec", "TASKS", "TaskData", "build_task", "write_task", "MANIFEST", "TRAIN_FILE"]
 
 TRAIN_FILE = "train.jsonl"
 MANIFEST = "task.json"
@@ -65,19 +64,10 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
-def bridge(prompt: str, completion: str) -> dict[str, str]:
-    """The SFT record whose answer starts with the prompt's last line (see the module docstring):
-    `bridge("Q: x\\nA:", " 5")` is `{"prompt": "Q: x\\n", "completion": "A: 5"}`."""
-    start = prompt.rstrip("\n").rfind("\n") + 1
-    if start == 0:
-        raise DataError(f"prompt {prompt[:40]!r}... has a single line; a bridged record needs at least two")
-    return {"prompt": prompt[:start], "completion": prompt[start:] + completion}
-
-
 @dataclass(frozen=True)
 class TaskData:
-    """Generated records: `train` (SFT prompt/completion, bridged; `prompted` of them through the
-    caller's prompt) and `heldout` (the benchmark's records), with the keys of each, so tests and
+    """Generated records: `train` (SFT prompt/completion; `prompted` of them through the caller's
+    prompt) and `heldout` (the benchmark's records), with the keys of each, so tests and
     callers can check that they are disjoint."""
 
     spec: TaskSpec
@@ -113,7 +103,7 @@ def build_task(name: str, *, n_train: int | None = None, n_eval: int | None = No
     prompts = [prompt if pick.random() < prompt_share else None for _ in train]
     return TaskData(
         spec,
-        train=[bridge(*spec.train_pair(problem, p)) for problem, p in zip(train, prompts)],
+        train=[_record(*spec.train_pair(problem, p)) for problem, p in zip(train, prompts)],
         heldout=[spec.eval_record(problem, i) for i, problem in enumerate(heldout)],
         train_keys=[problem.key for problem in train],
         heldout_keys=[problem.key for problem in heldout],
@@ -137,6 +127,10 @@ def write_task(name: str, output: str | Path, *, n_train: int | None = None, n_e
         _write_jsonl(tmp / spec.benchmark / spec.eval_file, data.heldout)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def _record(prompt: str, completion: str) -> dict[str, str]:
+    return {"prompt": prompt, "completion": completion}
 
 
 def spec_for(name: str) -> TaskSpec:

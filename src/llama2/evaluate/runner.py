@@ -123,7 +123,7 @@ async def run_task(
         usage=_usage([responses[key] for key in plan.requests if key in responses]),
         started_at=started_at, finished_at=_now(), seconds=time.perf_counter() - clock,
         settings={"data_dir": None if data_dir is None else str(data_dir), "limit": limit,
-                  "concurrency": concurrency, "batch_size": batch_size},
+                  "concurrency": concurrency, "batch_size": batch_size, **task.options()},
     )
 
 
@@ -138,8 +138,12 @@ async def evaluate(
     concurrency: int | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    num_fewshot: int | None = None,
 ) -> list[TaskResult]:
     """Run every task on every model and write each result under `output` as it finishes.
+
+    `num_fewshot` sets the exemplar count of tasks that take one (`benchmarks.FEWSHOT_TASKS`);
+    naming another task with it is a ConfigError.
 
     `data_dir`, when given, is a parent folder holding one subfolder per task (`DIR/mmlu`,
     `DIR/gsm8k`, ...), or with one task that task's own folder; otherwise each task reads its default
@@ -159,7 +163,7 @@ async def evaluate(
             raise ConfigError(f"models {seen[canonical_spec(spec)]!r} and {spec!r} are the same model; name each model once")
         seen[canonical_spec(spec)] = spec
     task_names = list(dict.fromkeys(task_names))
-    tasks = [get_task(name) for name in task_names]
+    tasks = [get_task(name, num_fewshot=num_fewshot) for name in task_names]
     folders = {task.name: data_dir_for(name, data_dir) for name, task in zip(task_names, tasks)}
     samples = {task.name: task.load(folders[task.name], limit) for task in tasks}
     results = []

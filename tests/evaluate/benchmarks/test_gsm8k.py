@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llama2.errors import DataError
+from llama2.errors import ConfigError, DataError
 from llama2.evaluate.benchmarks.gsm8k import (
     CHAT_INSTRUCTION, GSM8K, STOP, build_prompt, exemplars, extract_answer, normalize_number, reference_answer,
 )
@@ -29,6 +29,22 @@ def test_prompt_layout():
     full = build_prompt("What is 2 + 2?")
     assert full.startswith("Q: There are 15 trees in the grove.") and full.endswith("\n\nQ: What is 2 + 2?\nA:")
     assert full.count("\n\nQ: ") == 8
+
+
+def test_num_fewshot_keeps_the_first_exemplars_and_names_the_task():
+    question = "What is 2 + 2?"
+    samples = GSM8K().load(GSM8K_DATA, limit=1)
+    for shots, name in ((8, "gsm8k"), (2, "gsm8k-2shot"), (0, "gsm8k-0shot")):
+        task = GSM8K(num_fewshot=shots)
+        provider = FakeProvider(answer=lambda r: "The answer is 7.", capabilities=COMPLETION_API)
+        run(task, samples, provider)
+        assert provider.calls[0].prompt == build_prompt(samples[0].doc["question"], exemplars()[:shots])
+        assert (task.name, task.options()) == (name, {"num_fewshot": shots})
+    assert build_prompt(question, exemplars()[:0]) == f"Q: {question}\nA:"
+    assert GSM8K().num_fewshot == 8  # the paper's protocol by default
+    for bad in (9, -1, 2.0, True):
+        with pytest.raises(ConfigError, match="from 0 to 8"):
+            GSM8K(num_fewshot=bad)
 
 
 def test_load_and_reference_answers():

@@ -24,10 +24,10 @@ def _mmlu() -> Task:
     return MMLU()
 
 
-def _gsm8k() -> Task:
+def _gsm8k(num_fewshot: int | None = None) -> Task:
     from llama2.evaluate.benchmarks.gsm8k import GSM8K
 
-    return GSM8K()
+    return GSM8K() if num_fewshot is None else GSM8K(num_fewshot)
 
 
 def _bbh() -> Task:
@@ -43,16 +43,26 @@ def _humaneval() -> Task:
 
 
 BENCHMARKS: dict[str, Callable[[], Task]] = {"mmlu": _mmlu, "gsm8k": _gsm8k, "bbh": _bbh, "humaneval": _humaneval}
+# Tasks whose number of few-shot exemplars can be chosen (`num_fewshot`); the others keep the
+# paper's fixed protocol (MMLU 5-shot, BBH 3-shot, HumanEval 0-shot).
+FEWSHOT_TASKS: dict[str, Callable[[int], Task]] = {"gsm8k": _gsm8k}
 
 
-def get_task(name: str) -> Task:
-    """A fresh task for `name`: a key of BENCHMARKS or `evals:PATH.yaml#EVAL` / `evals:PATH.jsonl#GRADER`."""
+def get_task(name: str, *, num_fewshot: int | None = None) -> Task:
+    """A fresh task for `name`: a key of BENCHMARKS or `evals:PATH.yaml#EVAL` / `evals:PATH.jsonl#GRADER`.
+    `num_fewshot`, when given, sets the exemplar count of a task in FEWSHOT_TASKS; for any other it
+    is a ConfigError."""
+    if num_fewshot is not None and name not in FEWSHOT_TASKS:
+        raise ConfigError(f"--num-fewshot applies to {', '.join(FEWSHOT_TASKS)} only; {name!r} keeps its fixed "
+                          "protocol: run it in a separate `llama2 eval run` without --num-fewshot")
     if name.startswith("evals:"):
         from llama2.evaluate.benchmarks.openai_evals import OpenAIEval
 
         return OpenAIEval(name)
     if name not in BENCHMARKS:
         raise ConfigError(f"unknown task {name!r}; choose from {', '.join(BENCHMARKS)} or evals:PATH/TO/eval.yaml#EVAL")
+    if num_fewshot is not None:
+        return FEWSHOT_TASKS[name](num_fewshot)
     return BENCHMARKS[name]()
 
 

@@ -69,6 +69,11 @@ class Task(ABC):
     def score(self, sample: Sample, mode: Mode, responses: Sequence[Response]) -> SampleResult:
         """Score one sample from the responses to its requests (same order)."""
 
+    def options(self) -> dict[str, Any]:
+        """The protocol settings this task instance was made with (e.g. gsm8k's `num_fewshot`),
+        recorded in each result's `settings` so runs under different settings are told apart."""
+        return {}
+
     def mode_for(self, capabilities: Capabilities) -> Mode:
         """Log-likelihood where both task and provider support it (the paper's protocol), else generation."""
         if "loglikelihood" in self.modes and capabilities.loglikelihood:

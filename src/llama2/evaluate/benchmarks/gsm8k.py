@@ -12,6 +12,12 @@ is" (lm-eval's strict-match) or, when the model never says so, the last number i
 flexible-extract); both sides are normalised (commas, "$", a trailing "." or ".0" dropped) and
 compared exactly. maj@1 is majority voting over one sample, i.e. one greedy answer; that is what is
 computed here.
+
+`GSM8K(num_fewshot=k)` keeps the first k exemplars (lm-eval's `num_fewshot`; 8, the paper's
+protocol, by default), for a model whose context cannot hold all eight: `llama2 eval run --tasks gsm8k
+--num-fewshot 2`. Another count than 8 names the task `gsm8k-Kshot`, so its results go to a folder
+and a table row of their own; the count is also in each summary's settings (`options`), and the
+prompt it builds is part of every request's cache key, so answers under different counts never mix.
 """
 
 from __future__ import annotations
@@ -24,12 +30,13 @@ from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
-from llama2.errors import DataError
+from llama2.errors import ConfigError, DataError
 from llama2.evaluate.benchmarks.base import Mode, Request, Response, Sample, SampleResult, Task
 from llama2.evaluate.benchmarks.loading import greedy, missing_data, read_jsonl, require_fields, take_first, use_chat
 from llama2.providers.base import Capabilities, Completion, GenerateRequest
 
 STOP = ("Q:", "\n\n")
+NUM_FEWSHOT = 8  # the paper's protocol (Wei et al.'s eight exemplars)
 MAX_NEW_TOKENS = 256
 CHAT_INSTRUCTION = ("Solve the last problem the way the examples are solved: reason step by step and end with "
                     "\"The answer is N.\"\n\n")
@@ -82,10 +89,21 @@ class GSM8K(Task):
     modes = ("generate",)
     metrics = ("exact_match",)
 
+    def __init__(self, num_fewshot: int = NUM_FEWSHOT) -> None:
+        available = len(exemplars())
+        if isinstance(num_fewshot, bool) or not isinstance(num_fewshot, int) or not 0 <= num_fewshot <= available:
+            raise ConfigError(f"gsm8k: --num-fewshot must be a whole number from 0 to {available} "
+                              f"(the exemplars there are), got {num_fewshot!r}")
+        self.num_fewshot = num_fewshot
+        self.name = "gsm8k" if num_fewshot == NUM_FEWSHOT else f"gsm8k-{num_fewshot}shot"
+
+    def options(self) -> dict[str, int]:
+        return {"num_fewshot": self.num_fewshot}
+
     def load(self, data_dir: Path, limit: int | None = None) -> list[Sample]:
         path = Path(data_dir) / "test.jsonl"
         if not path.is_file():
-            raise missing_data(self.name, Path(data_dir), "test.jsonl")
+            raise missing_data("gsm8k", Path(data_dir), "test.jsonl")
         samples = []
         for i, record in enumerate(read_jsonl(path)):
             require_fields(record, ("question", "answer"), f"{path}: record {i + 1}")
@@ -96,7 +114,7 @@ class GSM8K(Task):
         return take_first(samples, limit)
 
     def requests(self, sample: Sample, mode: Mode, capabilities: Capabilities) -> list[Request]:
-        prompt = build_prompt(sample.doc["question"])
+        prompt = build_prompt(sample.doc["question"], exemplars()[:self.num_fewshot])
         if use_chat(capabilities):
             return [GenerateRequest([{"role": "user", "content": CHAT_INSTRUCTION + prompt}], greedy(2 * MAX_NEW_TOKENS))]
         return [GenerateRequest(prompt, greedy(MAX_NEW_TOKENS, stop=STOP))]

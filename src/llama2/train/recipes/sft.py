@@ -2,7 +2,9 @@
 
 Dialogs (`data.sft`: messages, prompt/completion or Alpaca records, JSONL or Parquet, several files
 mixed by weight) become training examples through the model core's chat format, with the loss on
-assistant tokens only (every assistant turn of a multi-turn dialog). Examples are packed into
+assistant tokens only (every assistant turn of a multi-turn dialog). `template: text` trains
+prompt/completion pairs as plain text instead, `BOS prompt completion EOS` with the loss on the
+completion, for a task that a harness scores by continuing raw text (`sft_examples.encode_text_pair`). Examples are packed into
 `seq_len` rows: by default block-diagonally (positions restart and attention stops at each
 dialog's end, so packing changes nothing but speed), or `packing: concatenate` as the paper did.
 
@@ -40,8 +42,15 @@ class SFTConfig(FinetuneConfig):
 
     packing: Literal["block_diagonal", "concatenate"] = "block_diagonal"
     format: Literal["messages", "prompt_completion", "alpaca"] | None = None
+    template: Literal["chat", "text"] = "chat"
     system_prompt: str | None = None
     truncate: Literal["error", "drop"] = "error"
+
+    def problems(self, world_size: int) -> list[str]:
+        found = super().problems(world_size)
+        if self.template == "text" and self.system_prompt is not None:
+            found.append("system_prompt belongs to the chat template; remove it or set template: chat")
+        return found
 
 
 class SFT(FinetuneRecipe):
@@ -61,7 +70,7 @@ class SFT(FinetuneRecipe):
 
         def rows(part) -> PackedRows:
             examples = build_examples(tokenizer, part, self.seq_len, truncate=config.truncate,
-                                      system_prompt=config.system_prompt)
+                                      system_prompt=config.system_prompt, template=config.template)
             return pack_examples(examples, self.seq_len, mode=config.packing)
 
         self.train_rows = rows(train)
