@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from llama2.api import Llama
+from llama2.atomic import write_text
 from llama2.data.chat_dataset import ChatScores, build_chat_dataset, prompt_of, score_replies
 from llama2.data.sft import read_records
 
@@ -95,7 +96,7 @@ def main() -> None:
         }
     print(table(scores))
     if options.json:
-        Path(options.json).write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
+        write_text(Path(options.json), json.dumps(out, indent=1, ensure_ascii=False) + "\n")  # a killed run leaves no half file
 
 
 if __name__ == "__main__":
