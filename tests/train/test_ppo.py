@@ -1,7 +1,8 @@
 """PPO (LLAMA2.md §5.2): the combined reward rule on hand cases; whitening gives zero mean and unit
 variance, and the vector option an identity covariance; GAE, the shaped rewards and the clipped
 losses equal hand computations; on a toy reward PPO raises the mean reward while the KL to π0 stays
-near its target; early stopping on held-out prompts; exact resume; two-step smoke runs (full, LoRA,
+near its target; early stopping on held-out prompts, exporting the best evaluation's policy (or the
+last); exact resume; two-step smoke runs (full, LoRA,
 vector whitening) and the shipped recipes."""
 
 from __future__ import annotations
@@ -146,6 +147,23 @@ def read_metrics(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
+def test_heads_at_the_answer_positions_only_equal_the_full_forward_picked_there():
+    from llama2.model.config import get_preset
+    from llama2.train.policy_value import PolicyValueTransformer
+    from llama2.train.ppo_batches import pick, response_positions, rows_batch
+
+    model = PolicyValueTransformer(get_preset("tiny"))
+    model.init_weights(torch.Generator().manual_seed(0))
+    torch.nn.init.normal_(model.value_head.weight, generator=torch.Generator().manual_seed(1))
+    batch = rows_batch([([1, 5, 9, 4], [7, 8, 2]), ([1, 3], [6, 6, 6, 6, 2]), ([1, 4, 4, 4, 4, 4], [9])])
+    with torch.no_grad():
+        logits, values = model(batch["tokens"], values=True)
+        picked_logits, picked_values = model(batch["tokens"], values=True, select=response_positions(batch))
+    assert picked_logits.shape == (3, 5, model.args.vocab_size)
+    torch.testing.assert_close(picked_logits, pick(logits, batch), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(picked_values, pick(values, batch), rtol=1e-6, atol=1e-6)
+
+
 def test_ppo_raises_a_toy_reward_while_the_kl_to_pi0_stays_near_its_target(tmp_path, tiny_tokenizer_path, capsys):
     """The reward counts the letter o in the answer; β adapts toward a KL target of 2 nats per answer."""
     model = stopping_checkpoint(tmp_path / "model", tiny_tokenizer_path, stop=0.0)  # answers run to max_new_tokens
@@ -220,7 +238,8 @@ def test_vector_whitening_decorrelates_the_two_scores_before_combining(tmp_path,
         assert r["whitened"] == pytest.approx(float(w[1] if use_safety else w[0]), abs=1e-5)
 
 
-def test_early_stopping_on_held_out_prompts_ends_the_run_without_moving_the_weights(tmp_path, tiny_tokenizer_path):
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_early_stopping_on_held_out_prompts_ends_the_run_without_moving_the_weights(keep, tmp_path, tiny_tokenizer_path):
     model = stopping_checkpoint(tmp_path / "model", tiny_tokenizer_path)
     data = write_prompts(tmp_path / "prompts.jsonl", PROMPTS)
     heldout = write_prompts(tmp_path / "heldout.jsonl", [{"id": "h1", "prompt": "HELDOUT one"}, {"id": "h2", "prompt": "HELDOUT two"}])
@@ -233,8 +252,11 @@ def test_early_stopping_on_held_out_prompts_ends_the_run_without_moving_the_weig
         return response.count("o")
 
     settings = ppo_settings(tmp_path, model, data, iterations=6, rollout_batch_size=2, batch_size=2, val_data=str(heldout),
-                            eval_every=1, patience=1, save_every=1, keep_last=5)
-    train(PPO(parse_config(PPOConfig, settings), reward=RewardFunction(ScriptedScorer(score))))
+                            eval_every=1, patience=1, save_every=1, keep_last=5, keep=keep)
+    (tmp_path / "run" / "ppo" / "best").mkdir(parents=True)  # an earlier run's leftover: a fresh run drops it
+    (tmp_path / "run" / "ppo" / "best" / "best.json").write_text('{"step": 9, "val_reward": 99.0}')
+    recipe = PPO(parse_config(PPOConfig, settings), reward=RewardFunction(ScriptedScorer(score)))
+    recipe.finalize(train(recipe).checkpoint)  # as `llama2 train ppo` does
     metrics = read_metrics(tmp_path / "run")
     assert [m["step"] for m in metrics] == [1, 2, 3]  # evaluated after steps 1 and 2; stopped at step 3
     assert metrics[0]["val_reward"] > metrics[1]["val_reward"]
@@ -242,8 +264,23 @@ def test_early_stopping_on_held_out_prompts_ends_the_run_without_moving_the_weig
     before, after = weights(checkpoints / "step-00000002"), weights(checkpoints / "step-00000003")
     assert all(torch.equal(before[k], after[k]) for k in before)  # the stopping step moves nothing
     assert json.loads((tmp_path / "run" / "ppo" / "stopped.json").read_text())["step"] == 3
-    again = train(PPO(parse_config(PPOConfig, settings), reward=RewardFunction(ScriptedScorer(score))))
+
+    def exported_step() -> int:  # which checkpoint's policy OUTPUT_DIR/model is
+        model = weights(tmp_path / "run" / "model")
+        same = [step for step in (1, 2) if all(torch.equal(model[k], weights(checkpoints / f"step-0000000{step}")[k])
+                                                   for k in model)]
+        assert len(same) == 1 and not any(k.startswith("value_head") for k in model)
+        return same[0]
+
+    best = tmp_path / "run" / "ppo" / "best" / "best.json"
+    assert exported_step() == (1 if keep == "best" else 2)  # the first evaluation was the best
+    assert json.loads(best.read_text()) == {"step": 1, "val_reward": metrics[0]["val_reward"]} if keep == "best" \
+        else not best.exists()
+    recipe = PPO(parse_config(PPOConfig, settings), reward=RewardFunction(ScriptedScorer(score)))
+    again = train(recipe)
     assert again.step == 3 and len(read_metrics(tmp_path / "run")) == 3  # a re-run does not go on
+    recipe.finalize(again.checkpoint)
+    assert exported_step() == (1 if keep == "best" else 2)
 
 
 def test_resuming_between_iterations_continues_exactly(tmp_path, tiny_tokenizer_path):

@@ -1,5 +1,6 @@
-"""Reward models: the ranking loss with each margin equals a hand computation, the safety term too;
-a short run learns an easy held-out preference; scores agree batched and alone, and survive
+"""Reward models: the ranking loss with each margin equals a hand computation, the safety term too,
+and the centring term TRL's RewardTrainer loss as well; a short run with centring scores near 0; a
+short run learns an easy held-out preference; scores agree batched and alone, and survive
 save -> load; two-step smoke runs (full and LoRA) change the weights; bad data names file:line."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from llama2.evaluate.reward import reward_report, score_pairs
 from llama2.model.checkpoint import load_state, read_model_args
 from llama2.model.reward import HEAD, RewardModel, RewardTransformer, initial_reward_state
 from llama2.train.config import load_config, parse_config
-from llama2.train.losses import SAFE, UNLABELLED, UNSAFE, ranking_loss, safety_aux_loss
+from llama2.train.losses import SAFE, UNLABELLED, UNSAFE, centring_loss, ranking_loss, safety_aux_loss
 from llama2.train.recipes.reward import RewardConfig, RewardRecipe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +94,29 @@ def test_ranking_loss_with_each_margin_equals_a_hand_computation(variant, tmp_pa
         assert [MARGINS[variant][s] for s in STRENGTHS] == pytest.approx(paper)
 
 
+def test_packed_rows_give_the_padded_rows_rewards_and_gradients():
+    from llama2.model.config import get_preset
+    from llama2.model.reward import last_token_rewards, pad_right
+    from llama2.train.recipes.reward import packed_rewards
+
+    model = RewardTransformer(get_preset("tiny"))
+    model.init_weights(torch.Generator().manual_seed(0))
+    nn.init.normal_(model.reward_head.weight, generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(2)
+    rows = [torch.randint(3, 500, (n,), generator=generator).tolist() for n in (40, 12, 7, 33, 25, 5, 18, 40)]
+    tokens, lengths = pad_right(rows)  # 8 rows of 40; packed first-fit: 5 rows
+    found, rows_run = {}, []
+    model.register_forward_pre_hook(lambda module, args: rows_run.append(args[0].shape[0]))
+    for name, rewards in (("padded", last_token_rewards), ("packed", packed_rewards)):
+        model.zero_grad()
+        scores = rewards(model, tokens, lengths)
+        scores.square().sum().backward()
+        found[name] = scores.detach(), model.layers[0].attention.wq.weight.grad.clone()
+    assert rows_run == [8, 5] and found["padded"][0].abs().max() > 1.0
+    torch.testing.assert_close(found["packed"][0], found["padded"][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(found["packed"][1], found["padded"][1], rtol=1e-4, atol=1e-5)
+
+
 def test_safety_term_pushes_safe_replies_above_zero_and_unsafe_below(tmp_path, tiny_checkpoint, pairs_file):
     rewards = torch.tensor([2.0, -1.0, 0.5, 3.0])
     labels = torch.tensor([SAFE, UNSAFE, UNLABELLED, UNSAFE])
@@ -109,6 +133,37 @@ def test_safety_term_pushes_safe_replies_above_zero_and_unsafe_below(tmp_path, t
     aux = softplus(-2.0) + softplus(1.0)  # the chosen reply of pair 0 is safe (r=2), its rejected unsafe (r=1)
     assert weighted.sums["safety_aux"].item() == pytest.approx(aux)
     assert weighted.loss_sum.item() == pytest.approx(plain.loss_sum.item() + 0.5 * aux)
+
+
+def test_centring_term_equals_a_hand_computation_and_trls_reward_trainer(tmp_path, tiny_checkpoint, pairs_file):
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    assert centring_loss(torch.tensor([2.0, -1.0]), torch.tensor([3.0, 0.5])).tolist() == pytest.approx([25.0, 0.25])
+    settings = {"init": str(tiny_checkpoint), "data": str(pairs_file), "output_dir": str(tmp_path), "max_steps": 1}
+    scores = {"significantly_better": (30, 12), "better": (25, 20), "slightly_better": (14, 9), "negligibly_better": (8, 11)}
+    batch = collate_pairs([example(c, r, s) for s, (c, r) in scores.items()])
+    plain = RewardRecipe(parse_config(RewardConfig, settings)).loss(LastTokenScore(), batch)
+    centred = RewardRecipe(parse_config(RewardConfig, {**settings, "center_rewards": 0.01})).loss(LastTokenScore(), batch)
+    by_hand = sum((c / 10 + r / 10) ** 2 for c, r in scores.values())  # (r_c + r_r)^2 per pair
+    assert centred.sums["centring"].item() == pytest.approx(by_hand)
+    assert centred.loss_sum.item() == pytest.approx(plain.loss_sum.item() + 0.01 * by_hand)
+
+    # TRL's RewardTrainer.compute_loss on the same rewards and margins (its mean over pairs = our sum / count)
+    trl_trainer = pytest.importorskip("trl.trainer.reward_trainer", reason="trl is in the [test] extra")
+    rewards = torch.tensor([[c / 10] for c, _ in scores.values()] + [[r / 10] for _, r in scores.values()])
+
+    class Scores(nn.Module):
+        def forward(self, **inputs):
+            return SimpleNamespace(logits=rewards)
+
+    model = Scores().eval()
+    stub = SimpleNamespace(model=model, args=SimpleNamespace(center_rewards_coefficient=0.01), _total_train_tokens=0,
+                           _metrics=defaultdict(lambda: defaultdict(list)),
+                           accelerator=SimpleNamespace(gather=lambda x: x, gather_for_metrics=lambda x: x))
+    margins = torch.tensor([MARGINS["small"][s] for s in scores])
+    trl_loss = trl_trainer.RewardTrainer.compute_loss(stub, model, {"margin": margins})
+    assert trl_loss.item() == pytest.approx(centred.loss_sum.item() / centred.count, rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -131,6 +186,35 @@ def test_accuracy_on_an_easy_held_out_signal_rises_above_90_percent(tmp_path, ti
     tokenizer = llama2.Tokenizer(tiny_checkpoint / "tokenizer.model")
     before = reward_report(pairs, *score_pairs(RewardModel(untrained, tokenizer), pairs))
     assert before.average.interval.estimate < 0.75  # it rose: the head and body had to learn it
+
+
+def test_centring_brings_the_scores_near_zero(tmp_path, tiny_checkpoint, pairs_file):
+    """The ranking loss cannot see a shift of every score; with a head started off centre, a few steps of
+    the centring term bring the mean score near 0, and without it the mean stays far off."""
+    pairs = read_preferences(pairs_file)
+    means = {}
+    for coefficient in (0.0, 0.5):
+        init = tmp_path / f"shifted-{coefficient}"
+        args = read_model_args(tiny_checkpoint)
+        model = RewardTransformer(args)
+        model.load_state_dict(initial_reward_state(tiny_checkpoint, args, generator=torch.Generator().manual_seed(0)))
+        rm = RewardModel(model, llama2.Tokenizer(tiny_checkpoint / "tokenizer.model"))
+        hidden: list[torch.Tensor] = []  # the head reads the final norm's output: shift it along their mean
+        hook = model.norm.register_forward_hook(lambda module, args, out: hidden.append(out.detach().flatten(0, -2)))
+        score_pairs(rm, pairs)
+        hook.remove()
+        mean = torch.cat(hidden).mean(0)
+        with torch.no_grad():
+            model.reward_head.weight += 8 * mean / mean.square().sum()
+        before = score_pairs(rm, pairs)
+        assert sum(map(sum, before)) / (2 * len(pairs)) > 4  # started well off centre
+        rm.save(init)
+        code, out = run_reward(tmp_path / str(coefficient), init, pairs_file, "max_steps=12", "lr=3e-3",
+                               f"center_rewards={coefficient}", "margin=none")
+        assert code == 0
+        chosen, rejected = score_pairs(RewardModel.from_pretrained(out / "model", device="cpu"), pairs)
+        means[coefficient] = (sum(chosen) + sum(rejected)) / (2 * len(pairs))
+    assert abs(means[0.5]) < 1.0 < abs(means[0.0])
 
 
 def test_two_steps_of_full_training_change_the_weights_and_leave_a_reward_model(tmp_path, tiny_checkpoint, pairs_file, capsys):
@@ -249,6 +333,8 @@ def test_shipped_recipes_are_valid(name, tmp_path, pairs_file, tiny_checkpoint):
         assert schedule == (1e-5, 1, 0.1, 0.03, 5)
         assert config.batch_size * config.grad_accum * 8 == 512  # pairs per step
     assert (config.safety_aux_weight > 0) == ("safety" in name)
+    assert config.center_rewards == 0.01  # ours, beyond the paper (README: Reward models and DPO)
+    assert RewardConfig.center_rewards == 0.0  # off unless a recipe asks: the paper has no such term
 
 
 def load_raw(name: str) -> dict:

@@ -7,6 +7,11 @@
   0.5 from 73.0 to 90.4). Ours is that threshold made a target: a binary cross-entropy pushing the
   reward of each response labelled safe above 0 (σ(r) > 0.5) and of each labelled unsafe below,
   `-log σ(r)` and `-log σ(-r)`; unlabelled responses add nothing.
+- `centring_loss`: beyond the paper, the reward-centring regularizer of Eisenstein et al. 2023
+  (arXiv 2312.09244, eq. 2) as TRL's RewardTrainer adds it (`center_rewards_coefficient`):
+  `(r_chosen + r_rejected)^2` per pair. The ranking loss is blind to a constant added to every
+  reward, so without it the scores can drift anywhere; a rule that reads the score's scale (the
+  combined reward's σ(R_s) < 0.15) needs them centred on 0.
 - `dpo_loss`: Direct Preference Optimization (Rafailov et al. 2023, eq. 7) on summed response
   log-probabilities: `-log σ(β Δ)` with `Δ = (log π(y_c) - log π0(y_c)) - (log π(y_r) - log π0(y_r))`;
   `label_smoothing` ε gives conservative DPO (cDPO, Mitchell 2023: labels flipped with probability
@@ -27,6 +32,12 @@ SAFE, UNSAFE, UNLABELLED = 1, 0, -1
 def ranking_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | float = 0.0) -> torch.Tensor:
     """`(B,)` losses from rewards `(B,)` and margins m(r) `(B,)` (or one number)."""
     return -F.logsigmoid(chosen - rejected - margin)
+
+
+def centring_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """`(B,)` losses `(r_chosen + r_rejected)^2` from rewards `(B,)`: their mean times a coefficient is
+    TRL's `center_rewards_coefficient * torch.mean((rewards_chosen + rewards_rejected) ** 2)`."""
+    return (chosen + rejected) ** 2
 
 
 def safety_aux_loss(rewards: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

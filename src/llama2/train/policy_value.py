@@ -10,6 +10,8 @@ model (TRL's `AutoModelForCausalLMWithValueHead` does the same); the value loss 
 `forward(tokens, ...)` is `Transformer.forward` — logits — so the engine and everything else use it as
 the plain model; `forward(tokens, values=True)` also returns the values `(B, T)`, in one pass
 (under FSDP the root module's forward is what gathers its weights, so both come from `forward`).
+`select` (positions `(B, R)`) applies both heads at those positions only: PPO needs the answer's
+positions, and projecting the prompt's too through the vocabulary-wide head was wasted work.
 
 Value head initialisation (`value_init`): `zero` (default) — every value starts at 0, which is the
 mean of the whitened rewards, so the first advantages are the whitened rewards themselves; `normal`
@@ -47,9 +49,13 @@ class PolicyValueTransformer(Transformer):
         positions: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         values: bool = False,
+        select: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Logits `(B, T, vocab)` in fp32; with `values=True` also the values `(B, T)` in fp32."""
+        """Logits `(B, T, vocab)` in fp32; with `values=True` also the values `(B, T)` in fp32. With
+        `select (B, R)` (positions in each row) only those: `(B, R, vocab)` and `(B, R)`."""
         hidden = self.hidden_states(tokens, start_pos, cache=cache, positions=positions, mask=mask)
+        if select is not None:
+            hidden = hidden.gather(1, select[..., None].expand(-1, -1, hidden.shape[-1]))
         logits = self.output(hidden).float()
         if not values:
             return logits

@@ -52,17 +52,23 @@ def collate(rollouts: list[Rollout]) -> dict[str, torch.Tensor]:
     return batch
 
 
-def response_logprobs(logits: torch.Tensor, batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
-    """`(B, T)` log-probabilities, at `temperature`, of each answer's tokens under `logits (B, L, V)`."""
-    picked = pick(logits, batch).float() / temperature
-    return torch.log_softmax(picked, dim=-1).gather(-1, batch["responses"][..., None]).squeeze(-1)
+def token_logprobs(picked: torch.Tensor, batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+    """`(B, T)` log-probabilities, at `temperature`, of each answer's tokens under the logits at the
+    answer's positions `picked (B, T, V)` (`pick`, or a forward with `select=response_positions(batch)`)."""
+    return torch.log_softmax(picked.float() / temperature, dim=-1).gather(-1, batch["responses"][..., None]).squeeze(-1)
+
+
+def response_positions(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`(B, T)`: the positions `starts + t` that choose each answer's token t, clamped into the row
+    (padding past an answer's end is masked out by the caller)."""
+    tokens = batch["tokens"]
+    width = batch["responses"].shape[1]
+    return (batch["starts"][:, None] + torch.arange(width, device=tokens.device)).clamp(max=tokens.shape[1] - 1)
 
 
 def pick(per_position: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """`(B, T, ...)` from `(B, L, ...)`: the positions `starts + t` that choose each answer's token t
-    (clamped into the row; padding past an answer's end is masked out by the caller)."""
-    width = batch["responses"].shape[1]
-    positions = (batch["starts"][:, None] + torch.arange(width, device=per_position.device)).clamp(max=per_position.shape[1] - 1)
+    """`(B, T, ...)` from `(B, L, ...)`: the values at `response_positions(batch)`."""
+    positions = response_positions(batch)
     if per_position.dim() == 2:
         return per_position.gather(1, positions)
     return per_position.gather(1, positions[..., None].expand(-1, -1, per_position.shape[-1]))

@@ -28,13 +28,18 @@ Early stopping on held-out prompts (`val_data`, or `val_fraction` of `data`): ev
 steps (a multiple of an iteration's steps) the held-out prompts are answered (fixed seeds) and
 scored; `val_reward` is their mean `LOGIT(R_c)` and `val_loss` its negative. After `patience`
 evaluations without a new best, the run stops: the next step changes nothing and is the last (the
-loop then saves it as usual), and OUTPUT_DIR/ppo/stopped.json keeps a re-run from going on.
+loop then saves it as usual), and OUTPUT_DIR/ppo/stopped.json keeps a re-run from going on. The
+point of stopping early is the best policy, not the last: with `keep: best` (the default) each new
+best evaluation's weights are saved to OUTPUT_DIR/ppo/best/ (atomically, with best.json: its step and
+val_reward) and OUTPUT_DIR/model is made from them; `keep: last`, or a run without held-out
+evaluations, exports the last step's policy. Only evaluated policies compete: a last step that falls
+between evaluations is not one of them.
 
 Written: OUTPUT_DIR/ppo/rollouts/iteration-NNNNNN.jsonl (every answer with its scores and KL) and
 ppo/state/iteration-NNNNNN.json (running statistics, β and early-stopping state at the start of that
 iteration, for exact resume; checkpoints fall on iteration boundaries: `save_every` is a multiple of
-an iteration's steps). Checkpoints hold the value head too; OUTPUT_DIR/model is the policy alone,
-an ordinary checkpoint (LoRA merged).
+an iteration's steps). Checkpoints (and ppo/best/) hold the value head too; OUTPUT_DIR/model is the
+policy alone, an ordinary checkpoint (LoRA merged).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,14 +56,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from llama2.atomic import write_text
+from llama2.atomic import atomic_folder, write_text
 from llama2.data.rl_prompts import RLPrompt, mix_prompts
 from llama2.errors import CheckpointError, ConfigError, DataError
 from llama2.generation.engine import Engine
 from llama2.model.checkpoint import save_meta
 from llama2.model.tokenizer import Tokenizer
 from llama2.model.transformer import Transformer
-from llama2.train.checkpointing import load_model_state
+from llama2.train.checkpointing import full_model_state, load_model_state
 from llama2.train.distributed import Runtime, all_reduce_sum, shard_model
 from llama2.train.lora import lora_modules
 from llama2.train.loop import LossOutput, compute_dtype, to_device
@@ -69,12 +75,13 @@ from llama2.train.ppo_batches import (
     padded,
     pick,
     reduce_device,
-    response_logprobs,
+    response_positions,
     rows_batch,
+    token_logprobs,
     whiten_masked,
 )
 from llama2.train.ppo_math import RunningMoments, adaptive_beta, gae, masked_mean, policy_loss, shaped_rewards, value_loss
-from llama2.train.recipes.finetune import FINAL_DIR, FinetuneRecipe, split_off
+from llama2.train.recipes.finetune import FINAL_DIR, WEIGHTS_FILE, FinetuneRecipe, split_off
 from llama2.train.recipes.ppo_config import PPOConfig
 from llama2.train.recipes.sampled_sft import write_jsonl
 from llama2.train.rewards import RewardFunction, Rewards, safety_selected
@@ -85,6 +92,7 @@ __all__ = ["PPO", "PPOConfig"]
 
 PPO_DIR = "ppo"
 STOPPED_FILE = "stopped.json"
+BEST_DIR, BEST_FILE = "best", "best.json"  # OUTPUT_DIR/ppo/best/: the best held-out evaluation's weights
 _TRAIN, _HELDOUT = 0, 1  # seed-key tags of training rollouts and held-out answers
 
 
@@ -161,11 +169,22 @@ class PPO(FinetuneRecipe):
         return {**super()._init_state(), **head}
 
     def finalize(self, checkpoint: Path) -> Path:
-        """OUTPUT_DIR/model: the policy without its value head, a plain checkpoint (LoRA merged in)."""
+        """OUTPUT_DIR/model: the policy without its value head, a plain checkpoint (LoRA merged in) —
+        with `keep: best`, that of the best held-out evaluation (ppo/best/), else `checkpoint`'s."""
         out = Path(self.config.output_dir) / FINAL_DIR
-        state = policy_state(self._merged_model(checkpoint).state_dict())
+        state = policy_state(self._merged_model(self._kept(checkpoint)).state_dict())
         save_meta(state, self.args, out, tokenizer=self.tokenizer_path, overwrite=True)
         return out
+
+    def _kept(self, checkpoint: Path) -> Path:
+        """The folder whose weights become OUTPUT_DIR/model (see `keep` in the module docstring)."""
+        best = self._folder() / BEST_DIR
+        if self.config.keep != "best" or not (best / BEST_FILE).is_file():
+            return checkpoint
+        info = json.loads((best / BEST_FILE).read_text())
+        print(f"ppo: exporting the policy of step {info['step']} (best held-out reward {info['val_reward']:.4f}), "
+              f"not the last step's (keep: best)", file=sys.stderr, flush=True)
+        return best
 
     # ---- batches --------------------------------------------------------------------------------
 
@@ -180,6 +199,9 @@ class PPO(FinetuneRecipe):
                                   f"checkpoint at an iteration boundary (save_every multiple of {self.steps_per_iteration})")
         if step and self.buffer_iteration is None:  # resuming: what the checkpoint does not hold
             self._load_state(iteration)
+        elif not step and runtime.is_main:  # a fresh run: an earlier run's best policy is not ours
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(self._folder() / BEST_DIR)
         if self.early["stop"]:
             return self._stop_now(step, runtime)
         if self.buffer_iteration != iteration:
@@ -266,12 +288,13 @@ class PPO(FinetuneRecipe):
         model.eval()
         for start in range(0, len(rows), self.config.batch_size):
             batch = to_device(rows_batch(rows[start:start + self.config.batch_size]), runtime.device)
+            select = response_positions(batch)
             with self._autocast(runtime.device):
-                logits, value = model(batch["tokens"], values=True)
-                policy_lp = response_logprobs(logits, batch, self.config.temperature)
+                logits, picked = model(batch["tokens"], values=True, select=select)
+                policy_lp = token_logprobs(logits, batch, self.config.temperature)
                 with self._reference_model(model, runtime) as ref:
-                    reference_lp = response_logprobs(ref(batch["tokens"]), batch, self.config.temperature)
-            picked = pick(value, batch)
+                    reference_lp = token_logprobs(self._answer_logits(ref, batch, select, runtime), batch,
+                                                  self.config.temperature)
             for i, (_, response) in enumerate(rows[start:start + self.config.batch_size]):
                 n = len(response)
                 logprobs.append(policy_lp[i, :n].float().cpu())
@@ -298,6 +321,18 @@ class PPO(FinetuneRecipe):
             self.reference = self._frozen_init(runtime)
         yield self.reference
 
+    @staticmethod
+    def _answer_logits(model: nn.Module, batch: dict[str, torch.Tensor], select: torch.Tensor,
+                       runtime: Runtime) -> torch.Tensor:
+        """`(B, T, V)` logits of `model` at the answers' positions `select`, projecting only those
+        through the output head (a sharded plain Transformer must go through its whole forward)."""
+        if isinstance(model, PolicyValueTransformer):
+            return model(batch["tokens"], select=select)
+        if runtime.distributed:
+            return pick(model(batch["tokens"]), batch)
+        hidden = model.hidden_states(batch["tokens"])
+        return model.output(hidden.gather(1, select[..., None].expand(-1, -1, hidden.shape[-1]))).float()
+
     def _frozen_init(self, runtime: Runtime) -> nn.Module:
         """`init` as a plain Transformer on the device, sharded like the policy under FSDP."""
         with torch.device("meta"):
@@ -322,10 +357,10 @@ class PPO(FinetuneRecipe):
         if "stop" in batch:  # early stopping: no gradient reaches any weight, so the optimizer step changes nothing
             return LossOutput(loss_sum=torch.zeros((), device=batch["stop"].device, requires_grad=True), count=0, tokens=0)
         config, mask = self.config, batch["mask"]
-        logits, values = model(batch["tokens"], values=True)
-        logprobs = response_logprobs(logits, batch, self.config.temperature)
+        logits, values = model(batch["tokens"], values=True, select=response_positions(batch))
+        logprobs = token_logprobs(logits, batch, self.config.temperature)
         pg, clipped = policy_loss(logprobs, batch["old_logprobs"], batch["advantages"], clip=config.clip)
-        vf = value_loss(pick(values, batch), batch["old_values"], batch["returns"], clip=config.value_clip)
+        vf = value_loss(values, batch["old_values"], batch["returns"], clip=config.value_clip)
         per_answer = masked_mean(pg + config.vf_coef * vf, mask, dim=1)
         sums = {"reward": batch["reward"].sum(), "reward_whitened": batch["whitened"].sum(), "kl": batch["kl"].sum(),
                 "policy_loss": masked_mean(pg, mask, dim=1).detach().sum(),
@@ -351,15 +386,28 @@ class PPO(FinetuneRecipe):
     def _early_stopping(self, reward: float, runtime: Runtime) -> None:
         step = (self.buffer_iteration + 1) * self.steps_per_iteration
         early = self.early
-        if early["best"] is None or reward > early["best"]:
+        improved = early["best"] is None or reward > early["best"]
+        if improved:
             early.update(best=reward, best_step=step, bad=0)
         else:
             early["bad"] += 1
+        if improved and self.config.keep == "best":
+            self._save_best(step, reward, runtime)
         early["stop"] = bool(self.config.patience) and early["bad"] >= self.config.patience
         if runtime.is_main and early["stop"]:
             print(f"ppo: early stop after step {step}: the held-out reward has not beaten {early['best']:.4f} "
                   f"(step {early['best_step']}) for {early['bad']} evaluations", file=sys.stderr, flush=True)
         self._save_state(self.buffer_iteration + 1, runtime)
+
+    def _save_best(self, step: int, reward: float, runtime: Runtime) -> None:
+        """The policy now (the best evaluation so far) to ppo/best/, as a checkpoint holds its weights
+        (value head, LoRA unmerged), so that `finalize` can export it (collective under FSDP)."""
+        assert self.policy is not None
+        state = full_model_state(self.policy, runtime)
+        if runtime.is_main:
+            with atomic_folder(self._folder() / BEST_DIR, overwrite=True) as tmp:
+                torch.save(state, tmp / WEIGHTS_FILE)
+                (tmp / BEST_FILE).write_text(json.dumps({"step": step, "val_reward": reward}) + "\n")
 
     def _stop_now(self, step: int, runtime: Runtime) -> list[dict[str, torch.Tensor]]:
         """End the run: this step is the last, and its batches move no weight."""

@@ -43,6 +43,7 @@ class PPOConfig(FinetuneConfig):
     temperature: float = 1.0
     top_p: float = 1.0
     patience: int = 0
+    keep: Literal["best", "last"] = "best"
     sample_batch_size: int = 64
     reward_batch_size: int = 16
     lr: float = 1e-6

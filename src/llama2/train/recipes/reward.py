@@ -15,8 +15,19 @@ pushes the rewards of replies labelled safe above 0 and of replies labelled unsa
 makes σ(r) = 0.5 the unsafe/safe threshold the paper measures recall at (T29). Pairs without
 `chosen_safe`/`rejected_safe` labels add nothing to it.
 
+`center_rewards` > 0 (beyond the paper; 0, off, by default) adds `center_rewards * (r_c + r_r)^2`
+per pair (`losses.centring_loss`; Eisenstein et al. 2023, TRL's `center_rewards_coefficient`, which
+recommends 0.01): the ranking loss cannot see a constant added to every reward, and the combined
+reward of rejection sampling and PPO compares σ(R_s) with 0.15, which means something only if the
+scores are centred on 0.
+
+The 2B rows of a micro-batch differ in length; padded to the longest, nearly half of the positions
+computed were padding (bench/rlhf.py), so `packed_rewards` packs them first-fit into as few rows of that
+width as hold them, each sequence with its own positions under a block-diagonal causal mask: the
+same rewards (each sequence still sees only itself), less work.
+
 Logged: the loss, `accuracy` (share of pairs with r_c > r_r), `reward_gap` (mean r_c - r_r),
-`safety_aux` when weighted; with `eval_every` the same on held-out pairs (`val_accuracy`, ...).
+`safety_aux` and `centring` when weighted; with `eval_every` the same on held-out pairs (`val_accuracy`, ...).
 Every checkpoint is a reward model folder (`RewardModel.from_pretrained`); `finalize` writes
 OUTPUT_DIR/model (LoRA merged in). Under LoRA the head trains besides the adapters; checkpoints then
 hold the unmerged adapters (no PEFT export: PEFT has no form for our head), load OUTPUT_DIR/model.
@@ -32,8 +43,16 @@ import torch
 from torch import nn
 
 from llama2.data.preference import MARGINS, STRENGTHS
-from llama2.model.reward import RewardTransformer, initial_reward_state, last_token_rewards, save_reward_model, write_reward_files
-from llama2.train.losses import ranking_loss, safety_aux_loss
+from llama2.data.sft_examples import attention_mask
+from llama2.model.reward import (
+    PAD_ID,
+    RewardTransformer,
+    initial_reward_state,
+    last_token_rewards,
+    save_reward_model,
+    write_reward_files,
+)
+from llama2.train.losses import centring_loss, ranking_loss, safety_aux_loss
 from llama2.train.loop import LossOutput
 from llama2.train.recipes.finetune import FINAL_DIR
 from llama2.train.recipes.pairs import PreferenceConfig, PreferenceRecipe
@@ -46,12 +65,15 @@ class RewardConfig(PreferenceConfig):
     init: str = "default-chat"
     margin: Literal["none", "small", "large"] = "small"
     safety_aux_weight: float = 0.0
+    center_rewards: float = 0.0
     lr: float = 1e-5
 
     def problems(self, world_size: int) -> list[str]:
         found = super().problems(world_size)
         if self.safety_aux_weight < 0:
             found.append(f"safety_aux_weight must be 0 or more, got {self.safety_aux_weight}")
+        if self.center_rewards < 0:
+            found.append(f"center_rewards must be 0 or more (0.01 is TRL's recommendation), got {self.center_rewards}")
         return found
 
 
@@ -74,8 +96,8 @@ class RewardRecipe(PreferenceRecipe):
         return initial_reward_state(self.init_path, self.args, generator=torch.Generator().manual_seed(self.config.seed))
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
-        """Ranking loss with margin (plus the weighted safety term) summed over the micro-batch's pairs."""
-        rewards = last_token_rewards(model, batch["tokens"], batch["lengths"])  # (2B,): chosen, then rejected
+        """Ranking loss with margin (plus the weighted safety and centring terms) summed over the micro-batch's pairs."""
+        rewards = packed_rewards(model, batch["tokens"], batch["lengths"])  # (2B,): chosen, then rejected
         chosen, rejected = rewards.chunk(2)
         margin = self.margins.to(rewards.device)[batch["strength"]]
         loss_sum = ranking_loss(chosen, rejected, margin).sum()
@@ -84,6 +106,10 @@ class RewardRecipe(PreferenceRecipe):
             aux = safety_aux_loss(rewards, batch["safe"]).sum()
             loss_sum = loss_sum + self.config.safety_aux_weight * aux
             sums["safety_aux"] = aux.detach()
+        if self.config.center_rewards:
+            centring = centring_loss(chosen, rejected).sum()
+            loss_sum = loss_sum + self.config.center_rewards * centring
+            sums["centring"] = centring.detach()
         return LossOutput(loss_sum=loss_sum, count=chosen.numel(), tokens=batch["tokens"].numel(), sums=sums)
 
     def export(self, folder: Path) -> None:
@@ -99,4 +125,39 @@ class RewardRecipe(PreferenceRecipe):
     def _info(self) -> dict[str, Any]:
         config = self.config
         return {"init": str(self.init_path), "margin": config.margin, "safety_aux_weight": config.safety_aux_weight,
-                "data": config.data, "lora": config.lora}
+                "center_rewards": config.center_rewards, "data": config.data, "lora": config.lora}
+
+
+def packed_rewards(model: nn.Module, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Rewards `(N,)` of right-padded rows `tokens (N, T)` of `lengths (N,)` tokens, as
+    `last_token_rewards` gives them, computed on the rows packed first-fit (longest first) into rows
+    of width T: positions restart and attention stops at each sequence's end (padding is a segment
+    of its own, so no query is left without a key). Unpacked when packing saves no row."""
+    sizes, width = lengths.tolist(), tokens.shape[1]
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        fit = next((b for b, free in enumerate(room) if free >= sizes[i]), len(bins))
+        if fit == len(bins):
+            bins.append([])
+            room.append(width)
+        bins[fit].append(i)
+        room[fit] -= sizes[i]
+    if len(bins) == len(sizes):
+        return last_token_rewards(model, tokens, lengths)
+    packed = torch.full((len(bins), width), PAD_ID, dtype=tokens.dtype, device=tokens.device)
+    positions = torch.zeros_like(packed)
+    segments = torch.full_like(packed, -1)
+    ends = [0] * len(sizes)
+    for row, members in enumerate(bins):
+        start = 0
+        for segment, i in enumerate(members):
+            end = start + sizes[i]
+            packed[row, start:end] = tokens[i, :sizes[i]]
+            positions[row, start:end] = torch.arange(sizes[i], device=tokens.device)
+            segments[row, start:end] = segment
+            ends[i] = row * width + end - 1
+            start = end
+        positions[row, start:] = torch.arange(width - start, device=tokens.device)
+    scores = model(packed, positions=positions, mask=attention_mask(segments, positions))  # (rows, width)
+    return scores.flatten()[torch.tensor(ends, device=tokens.device)]
