@@ -3,7 +3,9 @@ saved tiny checkpoint whose greedy output is plain text."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,26 @@ def tiny_checkpoint(tmp_path_factory, tiny_tokenizer_path) -> Path:
     folder = tmp_path_factory.mktemp("providers") / "tiny"
     save_meta(model, args, folder, tokenizer=tiny_tokenizer_path)
     return folder
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def load_script():
+    """Import `scripts/NAME.py` (a folder of scripts, not a package) as a module for this test
+    module; it is registered in sys.modules while it runs (dataclasses look their module up) and
+    removed afterwards."""
+    loaded: list[str] = []
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        loaded.append(name)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    for name in loaded:
+        sys.modules.pop(name, None)

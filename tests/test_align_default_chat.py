@@ -1,21 +1,11 @@
 """scripts/align_default_chat.py's verdict: the paired bootstrap difference and the "measures better" bar."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "align_default_chat.py"
 
 
 @pytest.fixture(scope="module")
-def align():
-    spec = importlib.util.spec_from_file_location("align_default_chat", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def align(load_script):
+    return load_script("align_default_chat")
 
 
 def test_paired_difference_is_the_mean_change_inside_its_interval(align):

@@ -1,10 +1,7 @@
 """scripts/safety_tradeoff.py's pure parts: the nested safety subsets, the data split, the overlap
 check, the 1 - rate flip, the table and the plot."""
 
-import importlib.util
 import struct
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,16 +9,10 @@ from llama2.data.chat_dataset import build_chat_dataset
 from llama2.evaluate.prompts import PromptItem
 from llama2.evaluate.safety import load_prompt_sets
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "safety_tradeoff.py"
-
 
 @pytest.fixture(scope="module")
-def tradeoff():
-    spec = importlib.util.spec_from_file_location("safety_tradeoff", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def tradeoff(load_script):
+    return load_script("safety_tradeoff")
 
 
 def test_subsets_are_nested_sized_and_deterministic(tradeoff):
