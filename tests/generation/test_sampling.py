@@ -16,6 +16,14 @@ def test_top_k_and_unsorted_input():
     torch.testing.assert_close(out, torch.tensor([[0.0, 1.0, 0.0]]))
 
 
+def test_no_filter_leaves_the_distribution_as_it_is_and_a_filtering_row_still_filters():
+    probs = torch.softmax(torch.randn(2, 100, generator=torch.Generator().manual_seed(1)), dim=-1)
+    assert filter_top_k_top_p(probs, torch.tensor([0, 0]), torch.tensor([1.0, 1.0])) is probs
+    mixed = filter_top_k_top_p(probs, torch.tensor([0, 5]), torch.tensor([1.0, 1.0]))
+    torch.testing.assert_close(mixed[0], probs[0])
+    assert int((mixed[1] > 0).sum()) == 5
+
+
 def test_greedy_rows_and_sampled_rows_mix_and_seeds_reproduce():
     logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
     params = RowSampling.build([0.0, 1.0, 1.0], [1.0, 1.0, 1.0], [0, 0, 0], [None, 7, 7], torch.device("cpu"))

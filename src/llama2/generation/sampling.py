@@ -57,8 +57,11 @@ def filter_top_k_top_p(probs: torch.Tensor, top_k: torch.Tensor, top_p: torch.Te
 
     Top-p follows Meta's `sample_top_p`: sort descending and drop every token whose cumulative
     mass *before* it already exceeds p, so the most likely token always survives. top_k <= 0 and
-    top_p >= 1 disable the respective filter.
+    top_p >= 1 disable the respective filter; when no row filters, nothing is sorted (a sort of the
+    whole vocabulary per step is a good part of a small model's sampling time).
     """
+    if not bool(((top_k > 0) | (top_p < 1)).any()):
+        return probs
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
     drop = mass_before > top_p[:, None]
