@@ -172,6 +172,139 @@ def read_bandwidth_gbs(threads: int, size_mb: int = 512, repeats: int = 7) -> di
         torch.set_num_threads(previous)
 
 
+# ---------------------------------------------------------------------------------------------- models
+
+
+def small_model_args(max_seq_len: int = 2048):
+    """The ~20M benchmark shape: 20.8M parameters, 10 layers of dim 384 (6 heads of 64) and the
+    bundled model's 4096-piece vocabulary, so text tokenizes as the bundled chat model's does."""
+    from llama2.model.config import ModelArgs
+
+    return ModelArgs(dim=384, n_layers=10, n_heads=6, vocab_size=4096, multiple_of=32, max_seq_len=max_seq_len)
+
+
+def write_small_model(folder: Path, *, seed: int, std: float = 0.02, max_seq_len: int = 2048) -> int:
+    """`small_model_args` with seeded random weights (N(0, `std`)) and the bundled tokenizer, saved
+    as a Hugging Face folder by our converter; returns the parameter count."""
+    import torch
+
+    from llama2.api import Llama
+    from llama2.model.checkpoint.loading import bundled_model_path
+    from llama2.model.tokenizer import Tokenizer
+    from llama2.model.transformer import Transformer
+
+    model = Transformer(small_model_args(max_seq_len))
+    model.init_weights(torch.Generator().manual_seed(seed), std=std)
+    Llama(model, Tokenizer(str(bundled_model_path("default") / "tokenizer.model"))).save(folder, format="hf")
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- against TRL
+
+
+def recipe_optimizer_settings(lr: float) -> dict:
+    """Our fine-tuning recipes' optimizer keys as the TRL comparisons set them: AdamW β 0.9/0.95,
+    eps 1e-5, decay 0.1 on matrices, no warmup, cosine to 10% of `lr`, clip 1.0 (`trl_optimizer_settings`
+    is the same in TRL's terms)."""
+    return {"lr": lr, "warmup_steps": 0, "min_lr_ratio": 0.1, "weight_decay": 0.1, "betas": [0.9, 0.95],
+            "eps": 1e-5, "grad_clip": 1.0}
+
+
+def trl_optimizer_settings(lr: float) -> dict:
+    """`recipe_optimizer_settings` as `transformers.TrainingArguments` keys (TRL's configs take them),
+    with the fused AdamW kernel our loop uses and nothing but training in the timed steps."""
+    return {"learning_rate": lr, "lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr_rate": 0.1},
+            "warmup_steps": 0, "weight_decay": 0.1, "adam_beta1": 0.9, "adam_beta2": 0.95, "adam_epsilon": 1e-5,
+            "optim": "adamw_torch_fused", "max_grad_norm": 1.0, "gradient_accumulation_steps": 1,
+            "gradient_checkpointing": False, "dataloader_num_workers": 0, "eval_strategy": "no",
+            "save_strategy": "no", "logging_steps": 1, "report_to": "none", "disable_tqdm": True}
+
+
+def loop_metrics(output_dir: str | Path) -> list[dict]:
+    """The records of our loop's metrics.jsonl (one per step with `log_every: 1`)."""
+    return [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+class LoopStepTimer:
+    """Wall and CPU time (`.seconds`, `.cpu_seconds`) of each step of our loop running `recipe`,
+    measured like `trl_step_timer`: from the start of a step (the loop asks the recipe for its
+    batches) to the start of the next, the last one to the final checkpoint save, which is not
+    timed. Patches `recipe.batches` and the loop's `save_checkpoint`; `close()` undoes the latter."""
+
+    def __init__(self, recipe) -> None:
+        from llama2.train import loop
+
+        self.marks: list[tuple[float, float]] = []
+        self.checkpointing = loop.checkpointing
+        self.save = save = loop.checkpointing.save_checkpoint
+        batches = recipe.batches
+
+        def timed_batches(*args, **kwargs):
+            self.mark()
+            return batches(*args, **kwargs)
+
+        def timed_save(*args, **kwargs):
+            self.mark()
+            return save(*args, **kwargs)
+
+        recipe.batches = timed_batches
+        loop.checkpointing.save_checkpoint = timed_save
+
+    def mark(self) -> None:
+        self.marks.append((time.perf_counter(), time.process_time()))
+
+    def close(self) -> None:
+        self.checkpointing.save_checkpoint = self.save
+
+    @property
+    def seconds(self) -> list[float]:
+        return [b[0] - a[0] for a, b in zip(self.marks, self.marks[1:])]
+
+    @property
+    def cpu_seconds(self) -> list[float]:
+        return [b[1] - a[1] for a, b in zip(self.marks, self.marks[1:])]
+
+
+def trl_step_timer():
+    """A `transformers.TrainerCallback` whose `.seconds` lists each optimizer step's wall time (from
+    the previous step's end, or the start of training) and `.cpu_seconds` this process's CPU time
+    over the same span (all threads; less sensitive than wall time to other processes on a busy
+    machine). Built on call: importing transformers costs seconds."""
+    import transformers
+
+    class StepTimer(transformers.TrainerCallback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+            self.cpu_seconds: list[float] = []
+            self.last = self.last_cpu = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last, self.last_cpu = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now, cpu = time.perf_counter(), time.process_time()
+            self.seconds.append(now - self.last)
+            self.cpu_seconds.append(cpu - self.last_cpu)
+            self.last, self.last_cpu = now, cpu
+
+    return StepTimer()
+
+
+def recording_trainer(trainer_class: type) -> type:
+    """`trainer_class` (a TRL trainer) keeping each step's exact loss in `.step_losses` (its logs round to 4 decimals)."""
+
+    class Recording(trainer_class):
+        step_losses: list[float]
+
+        def training_step(self, *args, **kwargs):
+            loss = super().training_step(*args, **kwargs)
+            self.__dict__.setdefault("step_losses", []).append(loss.item())
+            return loss
+
+    Recording.__name__ = f"Recording{trainer_class.__name__}"
+    return Recording
+
+
 # ---------------------------------------------------------------------------------------------- tokenizer
 
 

@@ -50,6 +50,7 @@ from common import (  # noqa: E402  (bench/ is a folder of scripts, not a packag
     run_worker,
     source_version,
     wait_until_quiet,
+    write_small_model,
 )
 
 SEED = 1234
@@ -72,29 +73,12 @@ def process_docs(dataset):
 '''
 
 
-def model_args():
-    """20.8M parameters: 10 layers of dim 384 (6 heads of 64), the bundled 4096-piece vocabulary."""
-    from llama2.model.config import ModelArgs
-
-    return ModelArgs(dim=384, n_layers=10, n_heads=6, vocab_size=4096, multiple_of=32, max_seq_len=2048)
-
-
 # ---------------------------------------------------------------------------------------------- setup
 
 
 def write_model(folder: Path) -> int:
     """Seeded random weights with the bundled tokenizer as a Hugging Face folder; returns the parameter count."""
-    import torch
-
-    from llama2.api import Llama
-    from llama2.model.checkpoint.loading import bundled_model_path
-    from llama2.model.tokenizer import Tokenizer
-    from llama2.model.transformer import Transformer
-
-    model = Transformer(model_args())
-    model.init_weights(torch.Generator().manual_seed(SEED), std=INIT_STD)
-    Llama(model, Tokenizer(str(bundled_model_path("default") / "tokenizer.model"))).save(folder, format="hf")
-    return sum(p.numel() for p in model.parameters())
+    return write_small_model(folder, seed=SEED, std=INIT_STD)
 
 
 def write_data(folder: Path, subjects: list[str], questions: int) -> None:

@@ -50,7 +50,6 @@ import random
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,8 +58,12 @@ from common import (  # noqa: E402  (bench/ is a folder of scripts, not a packag
     machine_line,
     markdown_table,
     peak_rss_mb,
+    recipe_optimizer_settings,
+    recording_trainer,
     run_worker,
     source_version,
+    trl_optimizer_settings,
+    trl_step_timer,
     wait_until_quiet,
 )
 
@@ -165,8 +168,7 @@ def recipe_settings(job: dict, output_dir: str) -> dict:
     return {
         "init": job["hf"], "data": job["data"], "output_dir": output_dir, "seed": SEED,
         "max_steps": job["warmup"] + job["steps"], "batch_size": job["batch"], "seq_len": job["seq"],
-        "packing": job["packing"], "lr": job["lr"], "warmup_steps": 0, "min_lr_ratio": 0.1,
-        "weight_decay": 0.1, "betas": [0.9, 0.95], "eps": 1e-5, "grad_clip": 1.0, "log_every": 1,
+        "packing": job["packing"], **recipe_optimizer_settings(job["lr"]), "log_every": 1,
         "tensorboard": False, "device": job["device"], "dtype": "bfloat16" if job["dtype"] == "bf16" else "float32",
     }
 
@@ -266,58 +268,20 @@ def run_trl(job: dict) -> dict:
     steps = job["warmup"] + job["steps"]
     config = trl.SFTConfig(
         output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=job["batch"],
-        gradient_accumulation_steps=1, learning_rate=job["lr"], lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr_rate": 0.1}, warmup_steps=0, weight_decay=0.1, adam_beta1=0.9,
-        adam_beta2=0.95, adam_epsilon=1e-5, optim="adamw_torch_fused", max_grad_norm=1.0,
-        bf16=job["dtype"] == "bf16", gradient_checkpointing=False, packing=False,
+        **trl_optimizer_settings(job["lr"]), bf16=job["dtype"] == "bf16", packing=False,
         # Rows are seq_len long already; TRL refuses max_length with padding_free unless it packs itself.
         max_length=None if block_diagonal else job["seq"],
         padding_free=block_diagonal, train_sampling_strategy="sequential", shuffle_dataset=False,
-        dataloader_num_workers=0, eval_strategy="no", save_strategy="no", logging_steps=1, report_to="none",
-        disable_tqdm=True, seed=SEED, use_cpu=job["device"] == "cpu",
+        seed=SEED, use_cpu=job["device"] == "cpu",
     )
-    timer_class, trainer_class = _trl_classes()
-    timer = timer_class()
-    trainer = trainer_class(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                            callbacks=[timer])
+    timer = trl_step_timer()
+    trainer = recording_trainer(trl.SFTTrainer)(model=model, args=config, train_dataset=dataset,
+                                                processing_class=tokenizer, callbacks=[timer])
     assert len(trainer.train_dataset) == len(records), "TRL dropped or added rows"
     trainer.train()
     per_step = job["batch"] * job["seq"]
     return {"losses": trainer.step_losses, "tokens_per_s": [per_step / s for s in timer.seconds],
             "trl_version": trl.__version__, "transformers_version": transformers.__version__}
-
-
-def _trl_classes():
-    """The TRL-side helpers, defined only in the TRL worker (importing trl costs seconds)."""
-    import transformers
-    import trl
-
-    class StepTimer(transformers.TrainerCallback):
-        """Wall time of each optimizer step: from the previous step's end (or the start of training)."""
-
-        def __init__(self) -> None:
-            self.seconds: list[float] = []
-            self.last = 0.0
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.last = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            now = time.perf_counter()
-            self.seconds.append(now - self.last)
-            self.last = now
-
-    class RecordingSFTTrainer(trl.SFTTrainer):
-        """`SFTTrainer` that keeps each step's exact loss (its log rounds to 4 decimals)."""
-
-        step_losses: list[float]
-
-        def training_step(self, *args, **kwargs):
-            loss = super().training_step(*args, **kwargs)
-            self.__dict__.setdefault("step_losses", []).append(loss.item())
-            return loss
-
-    return StepTimer, RecordingSFTTrainer
 
 
 # ---------------------------------------------------------------------------------------------- workers
