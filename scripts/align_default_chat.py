@@ -7,7 +7,7 @@ It starts from the SFT chat model: the bundled default-chat while that is the SF
 aligned model has been exported there, rebuild the SFT one with scripts/train_default_chat.py, or
 pass its run's model with --init; the script refuses to align an aligned model).
 
-1. builds the preference pairs (`llama2 data build-preferences`, seed 0: helpful vs unhelpful answers; safe
+1. builds the preference pairs (`llama2 data build-preferences`, seed 0: right vs wrong and helpful vs unhelpful answers; safe
    refusal vs compliance for harmful prompts; helpful answer vs needless refusal for borderline prompts)
    and the chat dataset's held-out split (`llama2 data build-chat --split heldout`, seed 0);
 2. trains the helpfulness and the safety reward model from default-chat (recipes/reward-tiny.yaml,

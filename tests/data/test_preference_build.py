@@ -1,10 +1,12 @@
 """The miniature preference pairs: seeded, valid for the pair reader, every strength and safety label
-where the kinds say, held-out prompts never in training; `llama2 data build-preferences`; and pairs
-turned into token batches (chosen rows then rejected rows, the mask on the reply's tokens only)."""
+where the kinds say, a wrong answer for every checkable task that fails the task's own check,
+held-out prompts never in training; `llama2 data build-preferences`; and pairs turned into token
+batches (chosen rows then rejected rows, the mask on the reply's tokens only)."""
 
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 
 import pytest
@@ -37,8 +39,9 @@ def test_helpfulness_pairs_grade_how_wrong_the_rejected_reply_is():
     records = build_preference_pairs(seed=0, model="helpfulness", count=400)
     for record in records:
         kind, strength = record["kind"], record["strength"]
-        assert strength == {"non_answer": "significantly_better", "other_question": "better",
-                            "wrong_result": "slightly_better", "unsure": "negligibly_better"}[kind]
+        assert strength in {"non_answer": {"significantly_better"}, "other_question": {"better"},
+                            "wrong_answer": {"better", "significantly_better"},
+                            "wrong_result": {"slightly_better"}, "unsure": {"negligibly_better"}}[kind]
         assert record["task"] in TASKS and "chosen_safe" not in record
     # A wrong result differs from the worked answer in one value only.
     wrong = [r for r in records if r["kind"] == "wrong_result"]
@@ -48,12 +51,48 @@ def test_helpfulness_pairs_grade_how_wrong_the_rejected_reply_is():
 def test_the_wrong_result_fails_the_tasks_own_check():
     from llama2.data.chat_preferences import _corrupt  # the near miss, checked against the task's check
 
-    import random
-
     rng = random.Random(0)
     for answer, check in (("171", "last_number"), ("e-a-g-l-e", "contains"), ("3, 5, 9", "contains"), ("Yes", "yes_no")):
         near = _corrupt(answer, rng)
         assert near != answer and not CHECKS[check](near, answer, ())
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_every_task_has_correct_vs_wrong_answer_pairs(split):
+    """Correctness-aware pairs (a right answer against a wrong one in the same shape) for every checkable
+    task, graded, in both splits, the same for the same seed."""
+    from llama2.data.chat_preferences import TASKS
+
+    records = build_preference_pairs(seed=0, split=split, model="helpfulness", count=400 if split == "train" else 200)
+    assert records == build_preference_pairs(seed=0, split=split, model="helpfulness",
+                                             count=400 if split == "train" else 200)
+    wrong = [r for r in records if r["kind"] == "wrong_answer"]
+    assert {r["task"] for r in wrong} == set(TASKS)
+    assert {r["strength"] for r in wrong} == {"better", "significantly_better"}
+
+
+@pytest.mark.parametrize("heldout", [False, True])
+def test_the_wrong_answer_fails_the_tasks_own_check(heldout):
+    from llama2.data.chat_preferences import TASKS, _wrong_answer
+
+    for task, generate in TASKS.items():
+        rng = random.Random(f"wrong:{task}")
+        for _ in range(60):
+            sample = generate(rng, heldout)
+            rejected, strength = _wrong_answer(task, sample, rng)
+            check = CHECKS[sample.check]
+            assert check(sample.turns[0][1], sample.answer, sample.reject)
+            assert rejected != sample.turns[0][1] and not check(rejected, sample.answer, sample.reject), (task, rejected)
+            assert strength in ("better", "significantly_better")
+
+
+def test_wrong_answers_keep_the_replys_shape():
+    records = build_preference_pairs(seed=0, model="helpfulness", count=400)
+    for record in (r for r in records if r["kind"] == "wrong_answer"):
+        chosen, rejected = record["chosen"], record["rejected"]
+        assert chosen != rejected
+        assert chosen.split()[:2] == rejected.split()[:2] or record["task"] == "compare_numbers"
+        assert abs(len(chosen) - len(rejected)) <= 12, record
 
 
 def test_safety_pairs_carry_the_papers_labels():

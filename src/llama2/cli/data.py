@@ -88,7 +88,7 @@ def register(subparsers) -> None:
 
     prefs = commands.add_parser("build-preferences", help="generate the miniature preference pairs of default-chat's reward models",
                                 description="Write seeded preference pairs built from the chat dataset's tasks and safety requests "
-                                            "(helpful vs unhelpful answers; safe refusal vs compliance; helpful answer vs needless "
+                                            "(right vs wrong answers and helpful vs unhelpful ones; safe refusal vs compliance; helpful answer vs needless "
                                             "refusal), with strengths and safe labels: OUTPUT/{helpfulness,safety}.jsonl and "
                                             "OUTPUT/heldout/{helpfulness,safety}.jsonl, for `llama2 train reward|dpo`.")
     prefs.add_argument("--output", required=True, metavar="DIR", help="folder to write the four JSONL files into")

@@ -13,6 +13,13 @@ instructions); the rejected reply is worse by a graded amount, so the four ratin
 
 - significantly better: a non-answer ("I'm not sure...") against the worked answer;
 - better: a fluent answer to another question of the same task (wrong values throughout);
+- significantly better or better: a correct answer against a wrong one in the same words and shape,
+  as the paper's annotators prefer a correct answer to a fluent wrong one: a result off by a
+  few, a carry slip (off by ten) or the wrong operation, a letter count off by one or two, a
+  misspelling, a word not (or badly) reversed, half-done capitals, a list sorted the wrong way
+  or not at all, the other end of a list, the smaller number called larger, Yes for No (kind
+  `wrong_answer`; gross errors are "significantly better", near misses "better"; the rejected
+  reply always fails the task's own check);
 - slightly better: the right work with a wrong final result (one value changed);
 - negligibly better / unsure: two correct answers, worked and terse, in random order — a coin
   flip, as the paper's "unsure" pairs nearly are (reward models score 52-55% on them, Table 8).
@@ -47,7 +54,7 @@ from typing import Any
 
 from llama2.atomic import write_text
 from llama2.data.chat_safety import HARMS, HELDOUT_HARMS, Harm, borderline_request, harmful_request
-from llama2.data.chat_tasks import ARITHMETIC, TEXT_TASKS, Sample
+from llama2.data.chat_tasks import ARITHMETIC, CHECKS, TEXT_TASKS, Sample, spelled
 from llama2.errors import ConfigError, DataError
 
 __all__ = ["SPLITS", "DEFAULT_COUNTS", "FILES", "build_preference_pairs", "write_preference_pairs"]
@@ -59,7 +66,8 @@ FILES = {("train", "helpfulness"): "helpfulness.jsonl", ("train", "safety"): "sa
          ("heldout", "helpfulness"): "heldout/helpfulness.jsonl", ("heldout", "safety"): "heldout/safety.jsonl"}
 TASKS: dict[str, Callable[[random.Random, bool], Sample]] = {**ARITHMETIC, **TEXT_TASKS}
 # Share of each kind of pair in a file.
-HELPFULNESS_KINDS = {"non_answer": 0.25, "other_question": 0.3, "wrong_result": 0.25, "unsure": 0.2}
+HELPFULNESS_KINDS = {"non_answer": 0.15, "other_question": 0.2, "wrong_answer": 0.35, "wrong_result": 0.15,
+                     "unsure": 0.15}
 SAFETY_KINDS = {"refusal_vs_compliance": 0.4, "guideline_vs_bare_refusal": 0.15, "both_unsafe": 0.15,
                 "answer_vs_false_refusal": 0.3}
 _MAX_MISSES = 1000  # draws in a row that bring no new held-out pair before the pool counts as used up
@@ -167,6 +175,9 @@ def _helpfulness_pair(kind: str, rng: random.Random, heldout: bool) -> _Pair:
     task = rng.choice(sorted(TASKS))
     sample = TASKS[task](rng, heldout)
     prompt, answer = sample.turns[0]
+    if kind == "wrong_answer":
+        rejected, strength = _wrong_answer(task, sample, rng)
+        return _Pair(prompt, answer, rejected, strength, task, kind, task=task)
     if kind == "wrong_result" and sample.answer is not None and sample.answer in answer:
         wrong = _replace_last(answer, sample.answer, _corrupt(sample.answer, rng))
         return _Pair(prompt, answer, wrong, "slightly_better", task, kind, task=task)
@@ -178,6 +189,113 @@ def _helpfulness_pair(kind: str, rng: random.Random, heldout: bool) -> _Pair:
     terse = f"The answer is {sample.answer}." if sample.answer is not None else answer.split(". ")[-1]
     first, second = (answer, terse) if rng.random() < 0.5 else (terse, answer)
     return _Pair(prompt, first, second, "negligibly_better", task, kind, task=task)
+
+
+def _wrong_answer(task: str, sample: Sample, rng: random.Random) -> tuple[str, str]:
+    """The task's reply in the same words with a plausible wrong answer, and how much better the
+    correct one is; drawn again until the reply fails the task's own check."""
+    while True:
+        rejected, gross = _WRONG[task](sample, rng)
+        if not CHECKS[sample.check](rejected, sample.answer, sample.reject):
+            return rejected, "significantly_better" if gross else "better"
+
+
+def _wrong_arithmetic(sample: Sample, rng: random.Random) -> tuple[str, bool]:
+    """Off by 1-3, a carry slip (off by 10) or another operation's result, everywhere the result
+    appears in the worked reply."""
+    op, operands = sample.key.split(":")
+    a, b = map(int, operands.split(","))
+    right = int(sample.answer)
+    how = rng.choice(("near", "near", "carry", "operation"))
+    if how == "operation":
+        wrong = rng.choice([v for o, v in (("add", a + b), ("sub", abs(a - b)), ("mul", a * b)) if o != op and v != right]
+                           or [right + 1])
+    else:
+        delta = rng.choice((-3, -2, -1, 1, 2, 3)) if how == "near" else rng.choice((-10, 10))
+        wrong = right + delta if right + delta >= 0 else right - delta
+    return re.sub(rf"(?<!\d){right}(?!\d)", str(wrong), sample.turns[0][1]), how == "operation"
+
+
+def _wrong_count(sample: Sample, rng: random.Random) -> tuple[str, bool]:
+    """A letter count off by one or two (count_letters, count_letter: "time" or "times" agreeing)."""
+    reply, right = sample.turns[0][1], int(sample.answer)
+    wrong = right + rng.choice((-2, -1, 1, 2))
+    wrong = wrong if wrong >= 0 else right + 1
+    if " appears " in reply:
+        times = {n: f"{n} time" if n == 1 else f"{n} times" for n in (right, wrong)}
+        return reply.replace(f"appears {times[right]}", f"appears {times[wrong]}"), False
+    return _replace_last(reply, f"{right} letters", f"{wrong} letters"), False
+
+
+def _misspelled(word: str, rng: random.Random) -> str:
+    """A letter dropped, doubled or swapped with its neighbour."""
+    i = rng.randrange(len(word))
+    how = rng.choice(("drop", "double", "swap"))
+    if how == "drop" and len(word) > 2:
+        return word[:i] + word[i + 1:]
+    if how == "swap" and i < len(word) - 1 and word[i] != word[i + 1]:
+        return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+    return word[:i] + word[i] + word[i:]
+
+
+def _wrong_spelling(sample: Sample, rng: random.Random) -> tuple[str, bool]:
+    word = sample.answer.replace("-", "")
+    return sample.turns[0][1].replace(sample.answer, spelled(_misspelled(word, rng))), False
+
+
+def _wrong_reverse(sample: Sample, rng: random.Random) -> tuple[str, bool]:
+    """The word left as it was (gross) or reversed with a slip."""
+    back = sample.answer
+    unreversed = rng.random() < 0.5
+    wrong = back[::-1] if unreversed else _misspelled(back, rng)
+    reply = sample.turns[0][1]
+    return _replace_last(_replace_last(reply, f'"{back}"', f'"{wrong}"'), spelled(back), spelled(wrong)), unreversed
+
+
+def _wrong_uppercase(sample: Sample, rng: random.Random) -> tuple[str, bool]:
+    """Not capitalized at all (gross), or only the first letters or the first word."""
+    upper = sample.answer
+    phrase = upper.lower()
+    first, _, rest = phrase.partition(" ")
+    how = rng.choice(("none", "title", "first_word"))
+    wrong = {"none": phrase, "title": phrase.title(),
+             "first_word": f"{first.upper()} {rest}" if rest else phrase.title()}[how]
+    return _replace_last(sample.turns[0][1], upper, wrong), how == "none"
+
+
+def _wrong_sort(sample: Sample, rng: random.Random) -> tuple[str, bool]:
+    """Sorted the other way or not at all (gross), or two neighbours swapped."""
+    numbers = sample.answer.split(", ")
+    how = rng.choice(("reversed", "unsorted", "swap", "swap"))
+    if how == "reversed":
+        wrong = ", ".join(reversed(numbers))
+    elif how == "unsorted":
+        wrong = ", ".join(rng.sample(numbers, len(numbers)))
+    else:
+        wrong = _corrupt(sample.answer, rng)
+    return sample.turns[0][1].replace(sample.answer, wrong), how != "swap"
+
+
+def _wrong_item(sample: Sample, rng: random.Random) -> tuple[str, bool]:
+    """Another item of the list named as the first or last one."""
+    return _replace_last(sample.turns[0][1], sample.answer, rng.choice(sample.reject)), False
+
+
+def _wrong_comparison(sample: Sample, rng: random.Random) -> tuple[str, bool]:
+    """The smaller number called larger, or Yes for No (with the relation turned round)."""
+    a, b = map(int, sample.key.removeprefix("cmp:").split(","))
+    if sample.check == "first_number":
+        big, small = max(a, b), min(a, b)
+        return f"{small} is larger than {big}.", True
+    relation = "less than" if a > b else "greater than"
+    return f"{'No' if sample.answer == 'Yes' else 'Yes'}, {a} is {relation} {b}.", True
+
+
+_WRONG: dict[str, Callable[[Sample, random.Random], tuple[str, bool]]] = {
+    **{task: _wrong_arithmetic for task in ARITHMETIC}, "count_letters": _wrong_count, "count_letter": _wrong_count,
+    "spell_word": _wrong_spelling, "reverse_word": _wrong_reverse, "uppercase": _wrong_uppercase,
+    "sort_numbers": _wrong_sort, "list_item": _wrong_item, "compare_numbers": _wrong_comparison,
+}
 
 
 def _other_sample(generate: Callable[[random.Random, bool], Sample], sample: Sample, rng: random.Random, heldout: bool) -> Sample:
