@@ -4,8 +4,6 @@ checkpoints resume in one process."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,8 @@ import pytest
 from llama2.model.checkpoint import load_transformer
 from llama2.train.loop import train
 from llama2.train.recipes.pretrain import Pretrain
+
+from .torchrun import train_on_two_processes
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +29,7 @@ def test_two_processes_match_one_and_resume_in_one(tiny_settings, tiny_config, t
     single = read_metrics(tmp_path / "single")
 
     settings = tiny_settings(output_dir=str(tmp_path / "fsdp"), max_steps=5, batch_size=2, **COMMON)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "llama2", "train", "pretrain", *(f"{key}={value}" for key, value in settings.items())]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    train_on_two_processes("pretrain", [f"{key}={value}" for key, value in settings.items()])
     sharded = read_metrics(tmp_path / "fsdp")
     assert [r["step"] for r in sharded] == [1, 2, 3, 4, 5]
     for got, want in zip(sharded, single):

@@ -23,6 +23,8 @@ from llama2.train.config import load_config, parse_config
 from llama2.train.losses import dpo_loss, response_logps
 from llama2.train.recipes.dpo import DPO, REFERENCE_FILE, DPOConfig
 
+from .torchrun import train_on_two_processes
+
 REPO = Path(__file__).resolve().parents[2]
 PAIRS = [
     {"prompt": "Say yes.", "chosen": "yes", "rejected": "no, I will not"},
@@ -192,16 +194,10 @@ def test_shipped_recipes_are_valid(name, tmp_path, pairs_file, tiny_checkpoint):
 def test_two_processes_match_one(tmp_path, tiny_checkpoint, pairs_file):
     """Under FSDP on 2 CPU processes π0's log-probs are split across ranks and gathered, and each step
     equals one process's on the same global batch."""
-    import subprocess
-    import sys
-
     common = [f"init={tiny_checkpoint}", f"data={pairs_file}", "max_steps=3", "lr=1e-3", "log_every=1",
               "tensorboard=false", "device=cpu", "dtype=float32", "min_lr_ratio=1.0"]
     assert main(["train", "dpo", *common, f"output_dir={tmp_path / 'single'}", "batch_size=4"]) == 0
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "llama2",
-               "train", "dpo", *common, f"output_dir={tmp_path / 'fsdp'}", "batch_size=2"]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    train_on_two_processes("dpo", [*common, f"output_dir={tmp_path / 'fsdp'}", "batch_size=2"])
     single, sharded = ([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
                        for name in ("single", "fsdp"))
     for got, want in zip(sharded, single, strict=True):

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from llama2.train.recipes.ppo import PPO, PPOConfig
 from llama2.train.rewards import RewardFunction, combined_scores
 
 from .rlhf_helpers import PROMPTS, UNSAFE, ScriptedScorer, count_word, reward_folder, stopping_checkpoint, weights, write_prompts
+from .torchrun import train_on_two_processes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -342,10 +341,8 @@ def test_fsdp_samples_from_gathered_weights_like_one_process(tmp_path, tiny_toke
     data = write_prompts(tmp_path / "prompts.jsonl", PROMPTS)
     settings = ppo_settings(tmp_path, model, data, reward_model=str(rm), rollout_batch_size=4, batch_size=1, iterations=2)
     train(PPO(parse_config(PPOConfig, {**settings, "output_dir": str(tmp_path / "single"), "batch_size": 2})))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "llama2", "train", "ppo",
-               *(f"{k}={v}" for k, v in {**settings, "output_dir": str(tmp_path / "fsdp")}.items())]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    train_on_two_processes("ppo", [f"{k}={v}" for k, v in {**settings, "output_dir": str(tmp_path / "fsdp")}.items()],
+                           timeout=600)
     for iteration in ("iteration-000000.jsonl",):
         single, sharded = ((tmp_path / d / "ppo" / "rollouts" / iteration).read_text().splitlines() for d in ("single", "fsdp"))
         assert [json.loads(x)["response"] for x in single] == [json.loads(x)["response"] for x in sharded]

@@ -7,8 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ from llama2.train.recipes.rejection_sampling import (
 from llama2.train.rewards import RewardFunction
 
 from .rlhf_helpers import PROMPTS, UNSAFE, ScriptedScorer, reward_folder, stopping_checkpoint, weights, write_prompts
+from .torchrun import train_on_two_processes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -193,10 +192,7 @@ def test_two_processes_sample_the_same_answers_and_fine_tune_under_fsdp(tmp_path
     settings = [f"init={model}", f"data={data}", f"reward_model={rm}", "k=3", "max_new_tokens=12", "max_steps=2",
                 "batch_size=1", "seq_len=128", "tensorboard=false", "device=cpu", "dtype=float32"]
     assert main(["train", "rejection-sampling", *settings, f"output_dir={tmp_path / 'single'}"]) == 0
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "llama2", "train",
-               "rejection-sampling", *settings, f"output_dir={tmp_path / 'fsdp'}"]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    train_on_two_processes("rejection-sampling", [*settings, f"output_dir={tmp_path / 'fsdp'}"], timeout=600)
     single, sharded = ([json.loads(line) for line in (tmp_path / d / "iteration-1" / "samples.jsonl").read_text().splitlines()]
                        for d in ("single", "fsdp"))
     assert [[s["text"] for s in r["samples"]] for r in single] == [[s["text"] for s in r["samples"]] for r in sharded]

@@ -27,6 +27,8 @@ from llama2.train.config import load_config, parse_config
 from llama2.train.losses import SAFE, UNLABELLED, UNSAFE, centring_loss, ranking_loss, safety_aux_loss
 from llama2.train.recipes.reward import RewardConfig, RewardRecipe
 
+from .torchrun import train_on_two_processes
+
 REPO = Path(__file__).resolve().parents[2]
 WORDS = ("yes", "no")
 # Prompts ask for one of two words; the chosen reply is the word asked for. Every reply is chosen as
@@ -347,16 +349,10 @@ def load_raw(name: str) -> dict:
 def test_two_processes_match_one(tmp_path, tiny_checkpoint, pairs_file):
     """Under FSDP on 2 CPU processes (the scalar head in the root unit) each step equals one process's
     on the same global batch, and the gathered checkpoint is a reward model folder."""
-    import subprocess
-    import sys
-
     common = [f"init={tiny_checkpoint}", f"data={pairs_file}", "max_steps=3", "lr=1e-3", "log_every=1",
               "tensorboard=false", "device=cpu", "dtype=float32", "min_lr_ratio=1.0", "safety_aux_weight=0.5"]
     assert main(["train", "reward", *common, f"output_dir={tmp_path / 'single'}", "batch_size=4"]) == 0
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "llama2",
-               "train", "reward", *common, f"output_dir={tmp_path / 'fsdp'}", "batch_size=2"]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    train_on_two_processes("reward", [*common, f"output_dir={tmp_path / 'fsdp'}", "batch_size=2"])
     single, sharded = ([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
                        for name in ("single", "fsdp"))
     for got, want in zip(sharded, single, strict=True):
