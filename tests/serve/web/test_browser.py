@@ -76,7 +76,10 @@ def test_keyboard_alone_signs_in_and_reaches_the_controls_with_visible_focus(bro
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.goto(web_server.url + "/signin")
-    page.keyboard.type("bob@example.com")  # the email field has focus on arrival
+    # The email field takes the focus on arrival (autofocus, which Chromium applies at its next
+    # rendering update, sometimes just after "load": typing earlier lost the first letters).
+    page.wait_for_function("document.activeElement && document.activeElement.name === 'email'")
+    page.keyboard.type("bob@example.com")
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.name") == "password"
     assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
