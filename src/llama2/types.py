@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 Role = Literal["system", "user", "assistant"]
 
@@ -47,6 +47,7 @@ class GenerationResult:
     prompt_tokens: int
     logprobs: list[float] | None = None
     top_logprobs: list[dict[int, float]] | None = None
+    hidden_states: Any = None  # torch.Tensor (sampled tokens, dim), with Engine(keep_hidden_states=True)
 
     @property
     def completion_tokens(self) -> int:

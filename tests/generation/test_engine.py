@@ -69,6 +69,22 @@ def test_stop_string_and_streaming_agree_with_generate(model):
         assert mine[-1].finish_reason == "length"
 
 
+def test_kept_hidden_states_are_the_full_forwards_states_at_each_sampled_token(model):
+    """With `keep_hidden_states` each result carries the state every sampled token was drawn from
+    (the closing EOS's too): equal to a cache-free forward over prompt + answer at those positions."""
+    params = [SamplingParams(max_new_tokens=n, temperature=1.0, seed=i) for i, n in enumerate((3, 7, 5))]
+    results = Engine(model, eos_id=None, keep_hidden_states=True).generate(PROMPTS, params)
+    assert Engine(model).generate(PROMPTS, params)[0].hidden_states is None  # off unless asked for
+    for prompt, result in zip(PROMPTS, results):
+        with torch.no_grad():
+            full = model.hidden_states(torch.tensor([prompt + result.tokens]))[0]
+        assert result.hidden_states.shape == (len(result.tokens), model.args.dim)
+        torch.testing.assert_close(result.hidden_states, full[len(prompt) - 1:-1], atol=1e-5, rtol=0)
+    eos = results[1].tokens[2]  # a token the second prompt samples: made the EOS, it ends that answer there
+    ended = Engine(model, eos_id=eos, keep_hidden_states=True).generate([PROMPTS[1]], params[1])[0]
+    assert ended.finish_reason == "stop" and len(ended.hidden_states) == len(ended.tokens) + 1
+
+
 def test_logprobs_are_the_model_log_softmax(model):
     result = Engine(model).generate([PROMPTS[1]], SamplingParams(max_new_tokens=3, temperature=0, logprobs=True,
                                                                  top_logprobs=2))[0]

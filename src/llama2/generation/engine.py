@@ -48,6 +48,7 @@ class _Sequence:
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[dict[int, float]] = field(default_factory=list)
+    hidden: list[torch.Tensor] = field(default_factory=list)
     shown: str = ""
     finish_reason: str | None = None
     length: int = 0
@@ -65,6 +66,7 @@ class _Sequence:
             prompt_tokens=len(self.prompt),
             logprobs=list(self.logprobs) if self.params.logprobs else None,
             top_logprobs=list(self.top_logprobs) if self.params.top_logprobs else None,
+            hidden_states=torch.stack(self.hidden) if self.hidden else None,
         )
 
     def delta(self, token: int | None) -> StreamDelta | None:
@@ -94,7 +96,9 @@ class Engine:
     """Generation and scoring over one `Transformer`.
 
     `decode` turns token ids into text (the tokenizer's `decode`); without it results carry token
-    ids only and stop strings cannot be used.
+    ids only and stop strings cannot be used. `keep_hidden_states` makes every result carry the
+    final-normed hidden state each of its sampled tokens was drawn from (RLHF reads the policy's
+    log-probabilities and values from them instead of running the policy over its answers again).
     """
 
     def __init__(
@@ -104,11 +108,13 @@ class Engine:
         eos_id: int | None = None,
         decode=None,
         max_batch_size: int = 16,
+        keep_hidden_states: bool = False,
     ) -> None:
         self.model = model
         self.eos_id = eos_id
         self.decode = decode
         self.max_batch_size = max_batch_size
+        self.keep_hidden_states = keep_hidden_states
 
     @property
     def max_seq_len(self) -> int:
@@ -201,8 +207,12 @@ class Engine:
             generator=generator,
         )
 
-    def accept(self, rows: list[_Sequence], next_tokens: list[int], logits: torch.Tensor) -> Stepped:
-        """Append each row's token, record logprobs, and decide which rows finish."""
+    def accept(self, rows: list[_Sequence], next_tokens: list[int], hidden: torch.Tensor, logits: torch.Tensor) -> Stepped:
+        """Append each row's token (sampled from `logits`, projected from `hidden`), record logprobs
+        (and hidden states when kept), and decide which rows finish."""
+        if self.keep_hidden_states:
+            for row, seq in enumerate(rows):
+                seq.hidden.append(hidden[row])
         want_logprobs = any(seq.params.logprobs or seq.params.top_logprobs for seq in rows)
         log_probs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
         stepped: Stepped = []
@@ -286,7 +296,7 @@ class DecodeBatch:
         last = hidden[rows, torch.tensor(lengths, device=engine.device) - 1]
         logits = engine.model.output(last).float()
         sampling = self._row_sampling(joining, engine.device)
-        stepped = engine.accept(joining, sample_next(logits, sampling).tolist(), logits)
+        stepped = engine.accept(joining, sample_next(logits, sampling).tolist(), last, logits)
         self.rows += joining
         self._sampling = None
         self._drop_finished()
@@ -300,15 +310,16 @@ class DecodeBatch:
         feed = torch.tensor([seq.pending for seq in self.rows], device=engine.device)[:, None]
         where = [seq.length for seq in self.rows]
         if len(set(where)) == 1:
-            logits = engine.model(feed, where[0], cache=self.cache)[:, 0]
+            hidden = engine.model.hidden_states(feed, where[0], cache=self.cache)[:, 0]
         else:
             pos = torch.tensor(where, device=engine.device)[:, None]
-            logits = engine.model(feed, cache=self.cache, positions=pos, mask=causal_mask(pos, max(where) + 1))[:, 0]
+            hidden = engine.model.hidden_states(feed, cache=self.cache, positions=pos, mask=causal_mask(pos, max(where) + 1))[:, 0]
+        logits = engine.model.output(hidden).float()
         for seq in self.rows:
             seq.length += 1
         if self._sampling is None:
             self._sampling = self._row_sampling(self.rows, engine.device)
-        stepped = engine.accept(self.rows, sample_next(logits, self._sampling).tolist(), logits)
+        stepped = engine.accept(self.rows, sample_next(logits, self._sampling).tolist(), hidden, logits)
         self._drop_finished()
         return stepped
 

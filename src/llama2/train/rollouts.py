@@ -34,17 +34,20 @@ from llama2.model.tokenizer import Tokenizer
 from llama2.model.transformer import Transformer
 from llama2.train.distributed import Runtime
 from llama2.train.lora import LoraConfig, apply_lora, merge_lora
+from llama2.train.policy_value import VALUE_PREFIX, PolicyValueTransformer
 from llama2.types import Dialog, SamplingParams
 
 
 @dataclass(frozen=True)
 class Response:
     """One sampled answer: its ids (ending with EOS when the model chose to stop; without one when
-    `max_new_tokens` cut it off) and its text."""
+    `max_new_tokens` cut it off) and its text; with an engine that keeps hidden states, also the
+    final-normed hidden state each of those ids was sampled from, `(len(tokens), dim)`."""
 
     tokens: list[int]
     text: str
     finished: bool
+    hidden: torch.Tensor | None = None
 
 
 def sample_seed(*key: int) -> int:
@@ -84,7 +87,8 @@ def sample_responses(
         results = engine.generate(rows, settings)
         for i in range(0, len(results), k):
             out.append([Response(r.tokens + ([eos] if r.finish_reason == "stop" and eos is not None else []),
-                                 drop_format_space(r.text), r.finish_reason == "stop") for r in results[i:i + k]])
+                                 drop_format_space(r.text), r.finish_reason == "stop", r.hidden_states)
+                        for r in results[i:i + k]])
         if advance is not None:
             advance(len(results) // k)
     return out
@@ -95,8 +99,8 @@ def policy_for_sampling(model: nn.Module, runtime: Runtime, *, lora: LoraConfig 
                         dtype: torch.dtype | None = None) -> Iterator[nn.Module]:
     """A model the engine can sample from with the current weights of `model` (see the module
     docstring): `model` itself in one process; under FSDP a full copy on every rank, built from
-    the gathered weights (parameters outside the Transformer, like a value head, left out) and
-    freed on exit. Every rank must enter (the gather is collective)."""
+    the gathered weights (a PPO policy's value head included, so values can be read from the
+    sampling pass) and freed on exit. Every rank must enter (the gather is collective)."""
     if not runtime.distributed:
         was_training = model.training
         model.eval()
@@ -109,7 +113,7 @@ def policy_for_sampling(model: nn.Module, runtime: Runtime, *, lora: LoraConfig 
 
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
     with torch.device("meta"):
-        plain = Transformer(model.args)
+        plain = PolicyValueTransformer(model.args) if any(k.startswith(VALUE_PREFIX) for k in state) else Transformer(model.args)
     if lora is not None:
         apply_lora(plain, lora)
     names = set(plain.state_dict())

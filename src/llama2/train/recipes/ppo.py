@@ -17,6 +17,15 @@ loop step is one mini-batch, so `max_steps = iterations * ppo_epochs * rollout_b
 global_batch`. The paper: constant LR 1e-6 (`min_lr_ratio: 1.0`), AdamW (0.9, 0.95, eps 1e-5), wd
 0.1, grad clip 1.0, β = 0.01 (7B, 13B) or 0.005 (34B, 70B), 200-400 iterations.
 
+The policy's log-probabilities and values of each answer (π_old of the ratio, V of GAE) come from
+the sampling pass itself (`rollout_scores: sampler`): the engine keeps the hidden state each token
+was sampled from, and the policy's two heads read them — one forward pass of the policy over the
+answers fewer per iteration (about a tenth of an iteration on the ~20M benchmark model). They equal
+a fresh forward pass up to the cached decode's rounding (1e-6 in fp32); in a lower precision, or
+under FSDP where the sampling copy is cast to the compute dtype, that rounding would show in the first
+mini-batch's ratios, so `recompute` runs the policy over the finished answers instead, as most PPO
+implementations do. `auto` (the default) is `sampler` in fp32 and `recompute` otherwise.
+
 What the paper leaves open, as keys with our defaults: the KL per token (`kl: token`, each token
 pays its own `log π - log π0`) or per sequence (`kl: sequence`, the summed KL paid at the end);
 GAE `gamma: 1.0`, `lam: 0.95` (undiscounted episodes of one answer, as InstructGPT and TRL);
@@ -94,6 +103,7 @@ PPO_DIR = "ppo"
 STOPPED_FILE = "stopped.json"
 BEST_DIR, BEST_FILE = "best", "best.json"  # OUTPUT_DIR/ppo/best/: the best held-out evaluation's weights
 _TRAIN, _HELDOUT = 0, 1  # seed-key tags of training rollouts and held-out answers
+Scored = tuple[list[torch.Tensor], list[torch.Tensor]]  # per answer: the policy's log-probs and values
 
 
 class PPO(FinetuneRecipe):
@@ -224,11 +234,13 @@ class PPO(FinetuneRecipe):
         numbers = [iteration * config.rollout_batch_size + j for j in shard(config.rollout_batch_size, runtime)]
         picked = [self._example_at(n) for n in numbers]
         prompts = [self.train_prompts[i] for i in picked]
-        answers = self._answer(model, runtime, [self.train_ids[i] for i in picked], numbers, (_TRAIN, iteration))
+        from_sampler = self._scores_from_sampler(runtime)
+        answers, sampled = self._answer(model, runtime, [self.train_ids[i] for i in picked], numbers, (_TRAIN, iteration),
+                                        with_scores=from_sampler)
         scores = self.reward([p.messages for p in prompts], [a.text for a in answers], [p.safety for p in prompts])
         whitened = self._whiten(scores, runtime)
         rows = [(self.train_ids[i], a.tokens) for i, a in zip(picked, answers)]
-        logprobs, values, reference = self._score_tokens(model, rows, runtime)
+        logprobs, values, reference = self._score_tokens(model, rows, runtime, sampled)
         mask = padded([torch.ones(len(r)) for _, r in rows]).bool()
         kl = (padded(logprobs) - padded(reference)) * mask
         rewards = shaped_rewards(whitened, kl, mask, beta=self.beta, kl_mode=config.kl)
@@ -247,18 +259,40 @@ class PPO(FinetuneRecipe):
                                       horizon=config.kl_horizon)
         self._save_state(iteration + 1, runtime)
 
+    def _scores_from_sampler(self, runtime: Runtime) -> bool:
+        """Whether π_old and the values come from the sampling pass (see the module docstring)."""
+        if self.config.rollout_scores == "auto":
+            return compute_dtype(self.config.dtype, runtime.device) == torch.float32
+        return self.config.rollout_scores == "sampler"
+
     def _answer(self, model: nn.Module, runtime: Runtime, prompt_ids: list[list[int]], numbers: list[int],
-                key: tuple[int, ...]) -> list[Response]:
-        """One answer per prompt from the current policy through the one engine."""
+                key: tuple[int, ...], *, with_scores: bool = False) -> tuple[list[Response], Scored | None]:
+        """One answer per prompt from the current policy through the one engine; `with_scores`: also
+        each answer's log-probs and values under the policy that sampled it, from its hidden states."""
         config = self.config
         params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
         dtype = compute_dtype(config.dtype, runtime.device)
         with policy_for_sampling(model, runtime, lora=self.lora, dtype=dtype) as policy:
             engine = Engine(policy, eos_id=self.tokenizer.eos_id, decode=self.tokenizer.decode,
-                            max_batch_size=config.sample_batch_size)
+                            max_batch_size=config.sample_batch_size, keep_hidden_states=with_scores)
             groups = sample_responses(engine, prompt_ids, k=1, params=params, seed_key=(config.seed, *key),
                                       prompt_numbers=numbers)
-        return [group[0] for group in groups]
+            answers = [group[0] for group in groups]
+            return answers, (self._read_heads(policy, answers) if with_scores else None)
+
+    @torch.no_grad()
+    def _read_heads(self, policy: nn.Module, answers: list[Response]) -> Scored:
+        """Per answer `(R,)`: the log-probability (at the sampling temperature) of each of its tokens
+        and the value of the state that chose it, from the hidden states the engine sampled from."""
+        hidden = torch.cat([answer.hidden for answer in answers])
+        tokens = torch.tensor([t for answer in answers for t in answer.tokens], device=hidden.device)
+        if len(tokens) != len(hidden):
+            raise RuntimeError(f"the engine kept {len(hidden)} hidden states for {len(tokens)} answer tokens")
+        logits = policy.output(hidden).float() / self.config.temperature
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+        values = policy.value_head(hidden).squeeze(-1).float()
+        lengths = [len(answer.tokens) for answer in answers]
+        return [t.cpu() for t in logprobs.split(lengths)], [t.cpu() for t in values.split(lengths)]
 
     def _whiten(self, scores: Rewards, runtime: Runtime) -> torch.Tensor:
         """`WHITEN(LOGIT(R_c))` `(N,)` by running statistics (see the module docstring)."""
@@ -280,9 +314,10 @@ class PPO(FinetuneRecipe):
         return torch.where(chosen, white[:, 1], white[:, 0])
 
     @torch.no_grad()
-    def _score_tokens(self, model: nn.Module, rows: list[tuple[list[int], list[int]]],
-                      runtime: Runtime) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """Per answer `(R,)`: log-probs and values under the policy now, log-probs under π_0."""
+    def _score_tokens(self, model: nn.Module, rows: list[tuple[list[int], list[int]]], runtime: Runtime,
+                      sampled: Scored | None) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Per answer `(R,)`: log-probs and values under the policy now (`sampled`, when the sampling
+        pass gave them), log-probs under π_0."""
         logprobs, values, reference = [], [], []
         was_training = model.training
         model.eval()
@@ -290,17 +325,21 @@ class PPO(FinetuneRecipe):
             batch = to_device(rows_batch(rows[start:start + self.config.batch_size]), runtime.device)
             select = response_positions(batch)
             with self._autocast(runtime.device):
-                logits, picked = model(batch["tokens"], values=True, select=select)
-                policy_lp = token_logprobs(logits, batch, self.config.temperature)
+                if sampled is None:
+                    logits, picked = model(batch["tokens"], values=True, select=select)
+                    policy_lp = token_logprobs(logits, batch, self.config.temperature)
                 with self._reference_model(model, runtime) as ref:
                     reference_lp = token_logprobs(self._answer_logits(ref, batch, select, runtime), batch,
                                                   self.config.temperature)
             for i, (_, response) in enumerate(rows[start:start + self.config.batch_size]):
                 n = len(response)
-                logprobs.append(policy_lp[i, :n].float().cpu())
-                values.append(picked[i, :n].float().cpu())
+                if sampled is None:
+                    logprobs.append(policy_lp[i, :n].float().cpu())
+                    values.append(picked[i, :n].float().cpu())
                 reference.append(reference_lp[i, :n].float().cpu())
         model.train(was_training)
+        if sampled is not None:
+            logprobs, values = sampled
         return logprobs, values, reference
 
     @contextlib.contextmanager
@@ -378,7 +417,7 @@ class PPO(FinetuneRecipe):
         assert self.policy is not None, "evaluation comes after a training step"
         numbers = list(shard(len(self.val_prompts), runtime))
         prompts = [self.val_prompts[i] for i in numbers]
-        answers = self._answer(self.policy, runtime, [self.val_ids[i] for i in numbers], numbers, (_HELDOUT,))
+        answers, _ = self._answer(self.policy, runtime, [self.val_ids[i] for i in numbers], numbers, (_HELDOUT,))
         rewards = self.reward([p.messages for p in prompts], [a.text for a in answers], [p.safety for p in prompts]).combined
         self._early_stopping(global_mean(rewards, runtime), runtime)
         return [{"heldout_reward": rewards}]

@@ -45,6 +45,7 @@ class PPOConfig(FinetuneConfig):
     patience: int = 0
     keep: Literal["best", "last"] = "best"
     sample_batch_size: int = 64
+    rollout_scores: Literal["auto", "sampler", "recompute"] = "auto"
     reward_batch_size: int = 16
     lr: float = 1e-6
     min_lr_ratio: float = 1.0
