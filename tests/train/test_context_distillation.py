@@ -22,6 +22,7 @@ from llama2.train.rollouts import Response
 from llama2.train.safety_preprompts import ADJECTIVES, ANSWER_TEMPLATES, TEMPLATES, draw_preprompt, with_preprompt
 
 from .rlhf_helpers import PROMPTS, UNSAFE, ScriptedScorer, reward_folder, stopping_checkpoint, weights, write_prompts
+from .torchrun import train_on_two_processes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,6 +121,30 @@ def test_two_steps_through_the_cli_with_a_reward_model(tmp_path, tiny_tokenizer_
     assert len(samples) == len(UNSAFE) + len(PROMPTS)  # a repeated prompt counts once
     assert all(s["kept"] == (s["with_preprompt"]["finished"] and s["with_preprompt"]["text"].strip() != "") for s in samples)
     assert json.loads((out / "cd" / "summary.json").read_text())["kept"] == sum(s["kept"] for s in samples)
+
+
+@pytest.mark.slow
+def test_two_processes_distil_the_same_answers_and_fine_tune_under_fsdp(tmp_path, tiny_tokenizer_path):
+    """Each rank answers its share of the prompts (with and without the preprompt) and scores it; the
+    gathered samples equal one process's, and the fine-tuning runs sharded."""
+    model = stopping_checkpoint(tmp_path / "model", tiny_tokenizer_path)
+    rm = reward_folder(tmp_path / "rm", tiny_tokenizer_path)
+    data = write_prompts(tmp_path / "adversarial.jsonl", UNSAFE * 2 + PROMPTS)
+    settings = [f"init={model}", f"data={data}", f"safety_reward_model={rm}", "targeted=false", "placement=user",
+                "answer_templates=false", "max_new_tokens=12",
+                "temperature=1.0", "max_steps=2", "batch_size=1", "seq_len=128", "tensorboard=false", "device=cpu",
+                "dtype=float32"]
+    assert main(["train", "context-distillation", *settings, f"output_dir={tmp_path / 'single'}"]) == 0
+    train_on_two_processes("context-distillation", [*settings, f"output_dir={tmp_path / 'fsdp'}"], timeout=600)
+    single, sharded = ([json.loads(line) for line in (tmp_path / d / "cd" / "samples.jsonl").read_text().splitlines()]
+                       for d in ("single", "fsdp"))
+    assert len(single) == len(UNSAFE) + len(PROMPTS)
+    for one, two in zip(single, sharded):  # scores up to the reward model's batch composition (rounding)
+        assert [one[k] for k in ("id", "preprompt", "kept")] == [two[k] for k in ("id", "preprompt", "kept")]
+        for side in ("with_preprompt", "without"):
+            assert one[side]["text"] == two[side]["text"] and one[side]["score"] == pytest.approx(two[side]["score"], abs=1e-5)
+    trained, start = weights(tmp_path / "fsdp" / "model"), weights(model)
+    assert any(not torch.equal(start[k], trained[k]) for k in start)
 
 
 def test_shipped_recipe_is_valid(tmp_path, tiny_checkpoint, tiny_tokenizer_path):
