@@ -74,14 +74,16 @@ def torch_dtype(name: str):
 
 
 def our_engine(job: dict):
-    """Our `Engine` (no EOS) over the HF folder, loaded by our own checkpoint reader."""
+    """Our `Engine` (no EOS) over the HF folder, loaded as `Llama.from_pretrained` loads it (with
+    `--cpu-kernels`: packed for oneDNN where that measures faster, by default)."""
     import torch
 
+    from llama2.api import Llama
     from llama2.generation.engine import Engine
-    from llama2.model.checkpoint import load_transformer
 
     torch.set_num_threads(job["threads"])
-    return Engine(load_transformer(job["hf"], dtype=torch_dtype(job["dtype"])).eval(), eos_id=None)
+    llama = Llama.from_pretrained(job["hf"], dtype=torch_dtype(job["dtype"]), device="cpu", cpu_kernels=job["cpu_kernels"])
+    return Engine(llama.model, eos_id=None)
 
 
 def ours(job: dict) -> Generate:
@@ -379,7 +381,7 @@ def make_job(engine: str, dtype: str, batch: int, shape: dict, hf: Path, ggufs: 
     gguf = ggufs.get(GGUF_DTYPE[dtype])
     return {"engine": engine, "dtype": dtype, "batch": batch, "prompt_len": opts.prompt_len, "new_tokens": opts.new_tokens,
             "repeats": opts.repeats, "threads": opts.threads, "vocab_size": shape["vocab_size"], "hf": str(hf),
-            "gguf": gguf and str(gguf), "max_wait": opts.max_wait}
+            "gguf": gguf and str(gguf), "max_wait": opts.max_wait, "cpu_kernels": opts.cpu_kernels}
 
 
 def measure(job: dict, opts: argparse.Namespace, log: Callable[[str], None], check_repeats: bool = True) -> dict:
@@ -535,6 +537,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine; the best is kept")
     parser.add_argument("--threads", type=int, default=2, help="torch threads and llama.cpp n_threads")
     parser.add_argument("--max-wait", type=float, default=300, help="seconds to wait for a quiet machine per run")
+    parser.add_argument("--cpu-kernels", default="auto", choices=["auto", "onednn", "torch"],
+                        help="our matmuls: oneDNN-packed weights where faster (auto), always, or never (model/cpu_kernels.py)")
     parser.add_argument("--json", help="write the raw results here")
     parser.add_argument("--profile", action="store_true", help="profile our decode steps instead of comparing engines")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -20,6 +20,7 @@ from llama2.model.checkpoint import (
     save_meta,
 )
 from llama2.model.config import PRESETS, ModelArgs
+from llama2.model.cpu_kernels import pack_linears
 from llama2.model.tokenizer import Tokenizer
 from llama2.model.transformer import Transformer
 from llama2.types import Dialog, GenerationResult, SamplingParams, StreamDelta
@@ -34,6 +35,9 @@ class Llama:
     `Llama.from_pretrained("default")` is the bundled model; a path loads a Meta or Hugging Face
     checkpoint folder; a preset name (`7b`, `tiny`, ...) builds that shape with random weights
     (seeded), for tests and benchmarks — such a model has no tokenizer, so give it token ids.
+    On the CPU `cpu_kernels` chooses the matmuls (`model/cpu_kernels.py`): `auto` packs the weights
+    for oneDNN where that measures faster on this machine, `onednn` always, `torch` never (a model
+    that will be changed in place — LoRA merged into it — must stay unpacked).
     """
 
     def __init__(self, model: Transformer, tokenizer: Tokenizer | None, *, name: str = "") -> None:
@@ -58,15 +62,18 @@ class Llama:
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
         seed: int = 0,
+        cpu_kernels: str = "auto",
     ) -> "Llama":
         name = str(path_or_preset)
         device = torch.device(device) if device is not None else default_device()
         dtype = as_dtype(dtype)
         if name.lower() in PRESETS and not Path(name).expanduser().exists():
             model = Transformer.random(PRESETS[name.lower()].args, seed=seed, dtype=dtype, device=device)
+            pack_linears(model, cpu_kernels)
             return cls(model, None, name=name)
         path = resolve_model_path(name)
         model = load_transformer(path, dtype=dtype, device=device)
+        pack_linears(model, cpu_kernels)
         tokenizer_path = find_tokenizer(path)
         return cls(model, Tokenizer(tokenizer_path) if tokenizer_path else None, name=name)
 

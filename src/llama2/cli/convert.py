@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dtype == "q8_0" and args.to != "gguf":
         raise ConfigError(f"--dtype q8_0 is a GGUF type; --to {args.to} takes f32, f16 or bf16")
     load_dtype = DTYPES.get(args.dtype) if args.to != "gguf" else None
-    llama = Llama.from_pretrained(args.src, dtype=load_dtype, device="cpu", seed=args.seed)
+    llama = Llama.from_pretrained(args.src, dtype=load_dtype, device="cpu", seed=args.seed, cpu_kernels="torch")
     model = llama.model
     if args.merge_lora is not None:
         model = _merged(model, args.merge_lora)

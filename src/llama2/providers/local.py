@@ -37,7 +37,7 @@ from llama2.providers.scoring import move_trailing_space, rolling_windows
 from llama2.generation.scheduler import LoopSink, Scheduler, Sink
 from llama2.types import GenerationResult, StreamDelta, TokenLogprob
 
-LOAD_OPTIONS = ("dtype", "device", "seed", "tokenizer")
+LOAD_OPTIONS = ("dtype", "device", "seed", "tokenizer", "cpu_kernels")
 SCHEDULER_OPTIONS = ("max_batch_size", "max_queue")
 DEFAULT_MAX_QUEUE = 4096  # a benchmark submits its chunk at once; the server sets its own bound
 
@@ -81,7 +81,8 @@ class LocalProvider(Provider):
 
     @classmethod
     def from_spec(cls, spec: str, target: str, **options: object) -> "LocalProvider":
-        """Load `target`. Options: dtype, device, seed (presets' weights), tokenizer (a path), and
+        """Load `target`. Options: dtype, device, seed (presets' weights), tokenizer (a path),
+        cpu_kernels (auto, onednn or torch: `model/cpu_kernels.py`), and
         the scheduler's max_batch_size (rows decoding together) and max_queue (requests waiting)."""
         unknown = sorted(set(options) - set(LOAD_OPTIONS) - set(SCHEDULER_OPTIONS))
         if unknown:

@@ -1,0 +1,116 @@
+"""oneDNN-packed weights for inference on the CPU (`Llama.from_pretrained(..., cpu_kernels=...)`).
+
+PyTorch's default CPU matmul goes through MKL, whose matrix-vector and small-batch products — every
+decode step — read the weights well below the memory bandwidth on some CPUs: about 15 GB/s against
+42 GB/s for a plain sum on the AMD EPYC (Zen 4) of bench/README.md, where oneDNN's product over a
+weight reordered once into its blocked layout runs 1.7x faster at one row and 2-3x at 8 or more.
+On other CPUs MKL wins at one row (Sapphire Rapids in f32). So `auto` times both on the model's own
+weights, on this machine, and packs only where oneDNN is faster; `onednn` always packs; `torch`
+never does.
+
+Packing swaps every `nn.Linear` of the model for a `PackedLinear` that holds only the packed weight
+(no extra memory); its state dict gives the dense weight back, so a packed model still saves and
+exports. It is for inference: a packed weight takes no gradient. Results differ from the unpacked
+model's only by summation order (about 1e-6 relative in f32).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llama2.errors import ConfigError
+
+CPU_KERNELS = ("auto", "onednn", "torch")
+PACK_BATCH_HINT = 64  # oneDNN picks its blocked layout for this many rows; the fastest at 1-256 rows in our sweep
+CALIBRATION_BYTES = 256e6  # time over at least this much weight (when the model has it), so it comes from memory
+SPEEDUP_NEEDED = 1.05  # `auto` packs only when oneDNN is at least this much faster
+
+
+class PackedLinear(nn.Module):
+    """`nn.Linear` (no bias) over a oneDNN-packed weight; see the module docstring."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        if linear.bias is not None:
+            raise ConfigError("PackedLinear packs the bias-free linears of a Llama model only")
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACK_BATCH_HINT)
+        self._register_state_dict_hook(_dense_weight_into_state)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense `(out, in)` weight, unpacked on each access (for saving, not for the hot path)."""
+        return self.packed.to_dense()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed=oneDNN"
+
+
+def _dense_weight_into_state(module: PackedLinear, state: dict, prefix: str, _metadata) -> None:
+    state[prefix + "weight"] = module.weight
+
+
+def onednn_available(model: nn.Module) -> bool:
+    """Whether this torch build can pack the model's weights: CPU, f32 or bf16, oneDNN present."""
+    weight = next((m.weight for m in model.modules() if isinstance(m, nn.Linear)), None)
+    return (weight is not None and weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.bfloat16)
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def pack_linears(model: nn.Module, mode: str = "auto") -> bool:
+    """Swap the model's linears for `PackedLinear`s as `mode` says (`CPU_KERNELS`); True if packed."""
+    if mode not in CPU_KERNELS:
+        raise ConfigError(f"unknown cpu_kernels {mode!r}; choose one of {', '.join(CPU_KERNELS)}")
+    if mode == "torch" or not onednn_available(model):
+        if mode == "onednn":
+            raise ConfigError("cpu_kernels onednn needs a CPU model in float32 or bfloat16 and a torch build with "
+                              "oneDNN; use cpu_kernels auto or torch")
+        return False
+    if mode == "auto" and onednn_speedup(model) < SPEEDUP_NEEDED:
+        return False
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                setattr(parent, name, PackedLinear(child))
+    for param in model.parameters():  # off a memory-mapped checkpoint, so the mapping (and the
+        param.data = param.data.clone()  # dense weights' pages it holds) is let go
+    return True
+
+
+@torch.inference_mode()
+def onednn_speedup(model: nn.Module, *, repeats: int = 3) -> float:
+    """How much faster one-row products run over packed weights than through `F.linear`, timed on
+    the model's own feed-forward weights (`w1` of successive layers, at least `CALIBRATION_BYTES`
+    of them where the model has that many, so the weights stream from memory as in decoding)."""
+    weights, total = [], 0.0
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and module.out_features > module.in_features:
+            weights.append(module.weight.detach())
+            total += module.weight.numel() * module.weight.element_size()
+            if total >= CALIBRATION_BYTES:
+                break
+    if not weights:
+        return 0.0
+    x = torch.randn(1, weights[0].shape[1], dtype=weights[0].dtype)
+    packed = [torch.ops.mkldnn._reorder_linear_weight(w, PACK_BATCH_HINT) for w in weights]
+    dense = _best_time(lambda: [F.linear(x, w) for w in weights], repeats)
+    onednn = _best_time(lambda: [torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "") for p in packed], repeats)
+    return dense / onednn
+
+
+def _best_time(run: Callable[[], object], repeats: int) -> float:
+    run()  # warm-up: first-call set-up, not weight traffic
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
