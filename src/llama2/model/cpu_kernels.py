@@ -48,10 +48,15 @@ class PackedLinear(nn.Module):
         return self.packed.to_dense()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+        return onednn_linear(x, self.packed)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, packed=oneDNN"
+
+
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """`x @ weight.T` by oneDNN, over a packed or a dense `(out, in)` weight."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
 
 
 def _dense_weight_into_state(module: PackedLinear, state: dict, prefix: str, _metadata) -> None:
@@ -101,12 +106,13 @@ def onednn_speedup(model: nn.Module, *, repeats: int = 3) -> float:
         return 0.0
     x = torch.randn(1, weights[0].shape[1], dtype=weights[0].dtype)
     packed = [torch.ops.mkldnn._reorder_linear_weight(w, PACK_BATCH_HINT) for w in weights]
-    dense = _best_time(lambda: [F.linear(x, w) for w in weights], repeats)
-    onednn = _best_time(lambda: [torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "") for p in packed], repeats)
+    dense = best_time(lambda: [F.linear(x, w) for w in weights], repeats)
+    onednn = best_time(lambda: [onednn_linear(x, p) for p in packed], repeats)
     return dense / onednn
 
 
-def _best_time(run: Callable[[], object], repeats: int) -> float:
+def best_time(run: Callable[[], object], repeats: int) -> float:
+    """The fastest of `repeats` timed calls of `run`, after one untimed."""
     run()  # warm-up: first-call set-up, not weight traffic
     best = float("inf")
     for _ in range(repeats):

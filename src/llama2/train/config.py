@@ -70,6 +70,7 @@ class TrainConfig:
     log_every: int = 10
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     compile: bool = False
+    cpu_kernels: Literal["auto", "onednn", "torch"] = "auto"
     activation_checkpointing: bool = False
     resume: str = "auto"
     device: str = "auto"

@@ -26,9 +26,11 @@ import torch.utils.checkpoint
 from torch import nn
 
 from llama2.errors import ConfigError
+from llama2.model.cpu_kernels import SPEEDUP_NEEDED
 from llama2.model.transformer import TransformerBlock
 from llama2.train import checkpointing
 from llama2.train.config import TrainConfig
+from llama2.train.cpu_matmul import onednn_training_speedup, use_onednn
 from llama2.train.distributed import Runtime, all_reduce_sum, init_runtime, shard_model, shutdown
 from llama2.train.metrics import MetricsLogger, ProgressDisplay, Stopwatch, device_peak_flops, mfu
 from llama2.train.optim import build_optimizer, lr_at, set_lr
@@ -206,11 +208,26 @@ class _Trainer:
                 checkpoint_activations(block)
             if self.config.compile:
                 block.compile()
+        self._choose_cpu_matmul(model)
         if self.runtime.distributed:
             low_precision = self.dtype if self.runtime.device.type == "cuda" and self.dtype != torch.float32 else None
             shard_model(model, blocks, self.runtime, param_dtype=low_precision)
         model.to_empty(device=self.runtime.device)
         return model.train()
+
+    def _choose_cpu_matmul(self, model: nn.Module) -> None:
+        """oneDNN for the linears of an fp32 one-process CPU run, as `cpu_kernels` says (`cpu_matmul.py`)."""
+        mode = self.config.cpu_kernels
+        eligible = (self.runtime.device.type == "cpu" and self.dtype == torch.float32 and not self.runtime.distributed
+                    and not self.config.compile and torch.backends.mkldnn.is_available())
+        if mode == "torch" or not eligible:
+            if mode == "onednn":
+                raise ConfigError("cpu_kernels=onednn is for fp32 training in one process on the CPU without compile; "
+                                  "use cpu_kernels=auto or torch")
+            return
+        rows = self.config.batch_size * (getattr(self.config, "seq_len", None) or 512)  # about a step's tokens
+        if mode == "onednn" or onednn_training_speedup(model, rows) >= SPEEDUP_NEEDED:
+            use_onednn(model)
 
     def _loop(self, logger: MetricsLogger, progress: ProgressDisplay) -> dict[str, Any]:
         config = self.config
