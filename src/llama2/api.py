@@ -20,7 +20,7 @@ from llama2.model.checkpoint import (
     save_meta,
 )
 from llama2.model.config import PRESETS, ModelArgs
-from llama2.model.cpu_kernels import pack_linears
+from llama2.model.cpu_kernels import CpuKernels, pack_linears
 from llama2.model.tokenizer import Tokenizer
 from llama2.model.transformer import Transformer
 from llama2.types import Dialog, GenerationResult, SamplingParams, StreamDelta
@@ -62,7 +62,7 @@ class Llama:
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
         seed: int = 0,
-        cpu_kernels: str = "auto",
+        cpu_kernels: CpuKernels = "auto",
     ) -> "Llama":
         name = str(path_or_preset)
         device = torch.device(device) if device is not None else default_device()

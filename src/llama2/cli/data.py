@@ -60,10 +60,8 @@ def register(subparsers) -> None:
                                            "answers) as messages JSONL; --split heldout writes unseen prompts for measuring.")
     chat.add_argument("output", metavar="OUTPUT.jsonl", help="JSONL file to write")
     chat.add_argument("--split", choices=("train", "heldout"), default="train", help="which split (default train)")
-    chat.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
+    _generator_flags(chat, overwrite_help="replace OUTPUT if it exists", json_help="print the counts as JSON")
     chat.add_argument("--count", type=int, default=None, help="number of records (default 8000 for train, 400 for heldout)")
-    chat.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    chat.add_argument("--json", action="store_true", help="print the counts as JSON")
     chat.set_defaults(func=run_build_chat)
 
     task = commands.add_parser("build-task", help="generate a task fine-tuning set and its held-out benchmark set",
@@ -81,9 +79,7 @@ def register(subparsers) -> None:
     task.add_argument("--num-fewshot", type=int, default=None,
                       help="math: exemplars in that prompt (default 2, the most that fit default-chat's 512 positions); "
                            "measure with `llama2 eval run --tasks gsm8k --num-fewshot` the same")
-    task.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
-    task.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    task.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    _generator_flags(task, overwrite_help="replace OUTPUT if it exists", json_help="print the manifest as JSON")
     task.set_defaults(func=run_build_task)
 
     prefs = commands.add_parser("build-preferences", help="generate the miniature preference pairs of default-chat's reward models",
@@ -92,10 +88,15 @@ def register(subparsers) -> None:
                                             "refusal), with strengths and safe labels: OUTPUT/{helpfulness,safety}.jsonl and "
                                             "OUTPUT/heldout/{helpfulness,safety}.jsonl, for `llama2 train reward|dpo`.")
     prefs.add_argument("--output", required=True, metavar="DIR", help="folder to write the four JSONL files into")
-    prefs.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
-    prefs.add_argument("--overwrite", action="store_true", help="replace the files if they exist")
-    prefs.add_argument("--json", action="store_true", help="print the counts as JSON")
+    _generator_flags(prefs, overwrite_help="replace the files if they exist", json_help="print the counts as JSON")
     prefs.set_defaults(func=run_build_preferences)
+
+
+def _generator_flags(parser: argparse.ArgumentParser, *, overwrite_help: str, json_help: str) -> None:
+    """`--seed`, `--overwrite` and `--json`, which every `build-*` generator takes."""
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    parser.add_argument("--json", action="store_true", help=json_help)
 
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,8 @@ from torch import nn
 
 from llama2.errors import ConfigError
 
-CPU_KERNELS = ("auto", "onednn", "torch")
+CpuKernels = Literal["auto", "onednn", "torch"]  # the `cpu_kernels` choice of loading and of training
+CPU_KERNELS = get_args(CpuKernels)
 PACK_BATCH_HINT = 64  # oneDNN picks its blocked layout for this many rows; the fastest at 1-256 rows in our sweep
 CALIBRATION_BYTES = 256e6  # time over at least this much weight (when the model has it), so it comes from memory
 SPEEDUP_NEEDED = 1.05  # `auto` packs only when oneDNN is at least this much faster
@@ -70,7 +72,7 @@ def onednn_available(model: nn.Module) -> bool:
             and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
-def pack_linears(model: nn.Module, mode: str = "auto") -> bool:
+def pack_linears(model: nn.Module, mode: CpuKernels = "auto") -> bool:
     """Swap the model's linears for `PackedLinear`s as `mode` says (`CPU_KERNELS`); True if packed."""
     if mode not in CPU_KERNELS:
         raise ConfigError(f"unknown cpu_kernels {mode!r}; choose one of {', '.join(CPU_KERNELS)}")
@@ -85,16 +87,19 @@ def pack_linears(model: nn.Module, mode: str = "auto") -> bool:
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
                 setattr(parent, name, PackedLinear(child))
-    for param in model.parameters():  # off a memory-mapped checkpoint, so the mapping (and the
-        param.data = param.data.clone()  # dense weights' pages it holds) is let go
+    # The rest (embeddings, norms) may still be views of a memory-mapped checkpoint, which would keep
+    # the whole mapping, dense weights included, resident: copy them out so it is let go.
+    for param in model.parameters():
+        param.data = param.data.clone()
     return True
 
 
 @torch.inference_mode()
 def onednn_speedup(model: nn.Module, *, repeats: int = 3) -> float:
     """How much faster one-row products run over packed weights than through `F.linear`, timed on
-    the model's own feed-forward weights (`w1` of successive layers, at least `CALIBRATION_BYTES`
-    of them where the model has that many, so the weights stream from memory as in decoding)."""
+    the model's own widening weights (w1 and w3 of successive layers, the output head), at least
+    `CALIBRATION_BYTES` of them where the model has that many, so they stream from memory as in
+    decoding."""
     weights, total = [], 0.0
     for module in model.modules():
         if isinstance(module, nn.Linear) and module.out_features > module.in_features:

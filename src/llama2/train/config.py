@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from llama2.errors import ConfigError
+from llama2.model.cpu_kernels import CpuKernels
 
 C = TypeVar("C", bound="TrainConfig")
 
@@ -70,7 +71,7 @@ class TrainConfig:
     log_every: int = 10
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     compile: bool = False
-    cpu_kernels: Literal["auto", "onednn", "torch"] = "auto"
+    cpu_kernels: CpuKernels = "auto"
     activation_checkpointing: bool = False
     resume: str = "auto"
     device: str = "auto"

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llama2.model.cpu_kernels import best_time, onednn_linear
+from llama2.model.cpu_kernels import SPEEDUP_NEEDED, best_time, onednn_linear
 
 
 class _OneDNNLinearFunction(torch.autograd.Function):
@@ -57,6 +57,11 @@ def use_onednn(model: nn.Module) -> int:
             module.__class__ = OneDNNLinear
             swapped += 1
     return swapped
+
+
+def faster_with_onednn(model: nn.Module, rows: int) -> bool:
+    """Whether oneDNN beats `F.linear` by the margin `auto` asks for, at `rows` tokens a step."""
+    return onednn_training_speedup(model, rows) >= SPEEDUP_NEEDED
 
 
 @torch.no_grad()

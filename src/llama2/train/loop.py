@@ -26,11 +26,10 @@ import torch.utils.checkpoint
 from torch import nn
 
 from llama2.errors import ConfigError
-from llama2.model.cpu_kernels import SPEEDUP_NEEDED
 from llama2.model.transformer import TransformerBlock
 from llama2.train import checkpointing
 from llama2.train.config import TrainConfig
-from llama2.train.cpu_matmul import onednn_training_speedup, use_onednn
+from llama2.train.cpu_matmul import faster_with_onednn, use_onednn
 from llama2.train.distributed import Runtime, all_reduce_sum, init_runtime, shard_model, shutdown
 from llama2.train.metrics import MetricsLogger, ProgressDisplay, Stopwatch, device_peak_flops, mfu
 from llama2.train.optim import build_optimizer, lr_at, set_lr
@@ -225,8 +224,8 @@ class _Trainer:
                 raise ConfigError("cpu_kernels=onednn is for fp32 training in one process on the CPU without compile; "
                                   "use cpu_kernels=auto or torch")
             return
-        rows = self.config.batch_size * (getattr(self.config, "seq_len", None) or 512)  # about a step's tokens
-        if mode == "onednn" or onednn_training_speedup(model, rows) >= SPEEDUP_NEEDED:
+        rows = self.config.batch_size * (getattr(self.config, "seq_len", None) or model.args.max_seq_len)  # a step's tokens
+        if mode == "onednn" or faster_with_onednn(model, rows):
             use_onednn(model)
 
     def _loop(self, logger: MetricsLogger, progress: ProgressDisplay) -> dict[str, Any]:

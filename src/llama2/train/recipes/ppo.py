@@ -234,9 +234,8 @@ class PPO(FinetuneRecipe):
         numbers = [iteration * config.rollout_batch_size + j for j in shard(config.rollout_batch_size, runtime)]
         picked = [self._example_at(n) for n in numbers]
         prompts = [self.train_prompts[i] for i in picked]
-        from_sampler = self._scores_from_sampler(runtime)
         answers, sampled = self._answer(model, runtime, [self.train_ids[i] for i in picked], numbers, (_TRAIN, iteration),
-                                        with_scores=from_sampler)
+                                        with_scores=self._scores_from_sampler(runtime))
         scores = self.reward([p.messages for p in prompts], [a.text for a in answers], [p.safety for p in prompts])
         whitened = self._whiten(scores, runtime)
         rows = [(self.train_ids[i], a.tokens) for i, a in zip(picked, answers)]
@@ -318,14 +317,16 @@ class PPO(FinetuneRecipe):
                       sampled: Scored | None) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
         """Per answer `(R,)`: log-probs and values under the policy now (`sampled`, when the sampling
         pass gave them), log-probs under π_0."""
-        logprobs, values, reference = [], [], []
+        recompute = sampled is None
+        logprobs, values = ([], []) if recompute else sampled
+        reference = []
         was_training = model.training
         model.eval()
         for start in range(0, len(rows), self.config.batch_size):
             batch = to_device(rows_batch(rows[start:start + self.config.batch_size]), runtime.device)
             select = response_positions(batch)
             with self._autocast(runtime.device):
-                if sampled is None:
+                if recompute:
                     logits, picked = model(batch["tokens"], values=True, select=select)
                     policy_lp = token_logprobs(logits, batch, self.config.temperature)
                 with self._reference_model(model, runtime) as ref:
@@ -333,13 +334,11 @@ class PPO(FinetuneRecipe):
                                                   self.config.temperature)
             for i, (_, response) in enumerate(rows[start:start + self.config.batch_size]):
                 n = len(response)
-                if sampled is None:
+                reference.append(reference_lp[i, :n].float().cpu())
+                if recompute:
                     logprobs.append(policy_lp[i, :n].float().cpu())
                     values.append(picked[i, :n].float().cpu())
-                reference.append(reference_lp[i, :n].float().cpu())
         model.train(was_training)
-        if sampled is not None:
-            logprobs, values = sampled
         return logprobs, values, reference
 
     @contextlib.contextmanager
