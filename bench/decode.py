@@ -2,7 +2,7 @@
 llama.cpp on the same random weights, against the memory-bandwidth bound.
 
     python bench/decode.py [--model 110m] [--prompt-len 32] [--new-tokens 128] [--batch 1 8]
-                           [--dtypes f32 bf16] [--repeats 3] [--threads 2] [--json OUT]
+                           [--dtypes f32 bf16] [--rounds 3] [--repeats 2] [--threads 2] [--json OUT]
     python bench/decode.py --profile [--dtypes f32] [--batch 1 8]    # where our decode time goes
 
 The weights are written once (a Hugging Face folder for ours and transformers, GGUF f32 and f16
@@ -11,6 +11,10 @@ its own. Decoding is greedy and forced to exactly `--new-tokens` tokens (no EOS 
 tokens/s is batch * prompt_len / time to first token; decode tokens/s is batch * (new_tokens - 1)
 / the time after it. Half-precision rows run ours and transformers in bf16 and llama.cpp on an f16
 GGUF (llama.cpp's usual half format).
+
+The engines take turns: each (dtype, batch) runs `--rounds` rounds, every engine once per round in
+a fresh process, and the ratios are the median of the ratios within a round, because a shared
+host's memory bandwidth drifts by 2x over minutes (the bandwidth probe before each round records it).
 
 Decoding one token streams every weight matrix once (all but the input embedding, a gather) plus
 the KV cache, so read bandwidth / bytes per step is the ceiling no engine can pass; the table
@@ -263,7 +267,7 @@ def worker(job: dict) -> dict:
     return result
 
 
-MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise")
 
 
 def profile_worker(job: dict) -> dict:
@@ -429,8 +433,10 @@ def greedy_check(results: dict, dtype: str, batch: int, engine: str) -> str:
     return "✓"
 
 
-def render(results: dict, shape: dict, opts: argparse.Namespace, probes: dict[str, float]) -> str:
-    """The two tables (markdown, so they paste into bench/README.md), the bound and the targets."""
+def render(results: dict, shape: dict, opts: argparse.Namespace, probes: dict[str, float],
+           bandwidths: list[dict[str, float]]) -> str:
+    """The two tables (markdown, so they paste into bench/README.md), the bound and the targets.
+    Tokens/s are the best over rounds; the ratios are paired within rounds (`paired_ratio`)."""
     bandwidth = max(probes.values())
 
     def get(engine, dtype, batch, key):
@@ -440,8 +446,9 @@ def render(results: dict, shape: dict, opts: argparse.Namespace, probes: dict[st
     def num(value, digits=1):
         return "n/a" if value is None else f"{value:,.{digits}f}"
 
-    def ratio(a, b):
-        return "n/a" if a is None or b is None else f"{a / b:.2f}x"
+    def ratio(dtype, batch, peer):
+        found = paired_ratio(results, dtype, batch, peer)
+        return "n/a" if found is None else f"{found:.2f}x"
 
     def label(dtype):
         return dtype if GGUF_DTYPE[dtype] == dtype else f"{dtype} (cpp {GGUF_DTYPE[dtype]})"
@@ -452,15 +459,16 @@ def render(results: dict, shape: dict, opts: argparse.Namespace, probes: dict[st
             tok = {e: get(e, dtype, batch, "decode_tok_s") for e in ENGINES}
             bound = bound_tok_s(shape, dtype, batch, opts, bandwidth)
             shares = [num(None if tok[e] is None else 100 * tok[e] / bound, 0) + "%" * (tok[e] is not None) for e in ENGINES]
-            decode.append([label(dtype), str(batch), *(num(tok[e]) for e in ENGINES), ratio(tok["ours"], tok["transformers"]),
-                           ratio(tok["ours"], tok["llama.cpp"]), num(bound), *shares])
+            decode.append([label(dtype), str(batch), *(num(tok[e]) for e in ENGINES), ratio(dtype, batch, "transformers"),
+                           ratio(dtype, batch, "llama.cpp"), num(bound), *shares])
             checks = [greedy_check(results, dtype, batch, e) if dtype == "f32" else "–" for e in ENGINES[1:]]
             noise = max((get(e, dtype, batch, "other_cores") or 0.0) for e in ENGINES)
             other.append([label(dtype), str(batch), *(num(get(e, dtype, batch, "prefill_tok_s")) for e in ENGINES),
                           *(num(get(e, dtype, batch, "peak_rss_mb"), 0) for e in ENGINES), *checks, f"{noise:.2f}"])
     weights = shape["streamed_params"]
     lines = [
-        "Decode tokens/s (higher is better); bound = read bandwidth / bytes read per step",
+        f"Decode tokens/s (higher is better), best of {opts.rounds} rounds; ratios: median over rounds of the "
+        "ratio within a round; bound = read bandwidth / bytes read per step",
         markdown_table(["dtype", "batch", "ours", "transformers", "llama.cpp", "ours/HF", "ours/cpp", "bound",
                         "ours %bound", "HF %bound", "cpp %bound"], decode),
         "",
@@ -468,8 +476,9 @@ def render(results: dict, shape: dict, opts: argparse.Namespace, probes: dict[st
         markdown_table(["dtype", "batch", "prefill ours", "prefill HF", "prefill cpp", "RSS ours", "RSS HF", "RSS cpp",
                         "same: HF", "same: cpp", "other load"], other),
         "",
-        f"Read bandwidth {bandwidth:.1f} GB/s, the better of torch.sum ({probes['sum']:.1f}) and a matrix-vector product "
-        f"({probes['gemv']:.1f}) over 512 MB with {opts.threads} threads. A decoded token reads "
+        f"Read bandwidth {bandwidth:.1f} GB/s (best probe; {len(bandwidths)} probes, one per round, ranged "
+        f"{min(max(b.values()) for b in bandwidths):.1f}–{bandwidth:.1f}), the better of torch.sum ({probes['sum']:.1f}) and a "
+        f"matrix-vector product ({probes['gemv']:.1f}) over 512 MB with {opts.threads} threads. A decoded token reads "
         f"{weights / 1e6:.1f}M weights (all matrices but the input embedding) = {weights * 4 / 1e6:.0f} MB in f32, "
         f"{weights * 2 / 1e6:.0f} MB in bf16/f16: a batch-1 bound of {bandwidth * 1e9 / (weights * 4):.1f} tok/s f32 and "
         f"{bandwidth * 1e9 / (weights * 2):.1f} tok/s half. 'bound' adds each row's KV cache at its mean length.",
@@ -478,9 +487,9 @@ def render(results: dict, shape: dict, opts: argparse.Namespace, probes: dict[st
                ("batch 1 f32 ours/llama.cpp >= 0.8", "llama.cpp", 1, 0.8),
                ("batch 8 f32 ours/transformers >= 3", "transformers", 8, 3.0)]
     for text, peer, batch, goal in targets:
-        a, b = get("ours", "f32", batch, "decode_tok_s"), get(peer, "f32", batch, "decode_tok_s")
-        if a is not None and b is not None:
-            lines.append(f"target {text}: {a / b:.2f}x, {'met' if a / b >= goal else 'NOT met'}")
+        found = paired_ratio(results, "f32", batch, peer)
+        if found is not None:
+            lines.append(f"target {text}: {found:.2f}x (paired), {'met' if found >= goal else 'NOT met'}")
     return "\n".join(lines)
 
 
@@ -490,28 +499,65 @@ def benchmark(opts: argparse.Namespace) -> None:
     log(f"{machine_line()}; {opts.threads} threads; {started:%Y-%m-%d %H:%M %Z}")
     log("$ " + shlex.join(["python", *sys.argv]) + f"   (source: {source_version()})")
     results: dict[tuple[str, str, int], dict] = {}
+    bandwidths: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="llama2-bench-") as tmp:
         log(f"writing {opts.model} random weights (HF folder, GGUF) to {tmp}")
         shape, hf, ggufs = write_weights(opts.model, Path(tmp), opts.dtypes)
-        probes = measure_bandwidth(opts, log)
-        log("read bandwidth " + ", ".join(f"{k} {v:.1f} GB/s" for k, v in probes.items()))
         for dtype in opts.dtypes:
             for batch in opts.batch:
-                for engine in opts.engines:
-                    job = make_job(engine, dtype, batch, shape, hf, ggufs, opts)
-                    log(f"{engine} {dtype} batch {batch} ...")
-                    run = results[(engine, dtype, batch)] = measure(job, opts, log)
-                    log(f"  prefill {run['prefill_tok_s']:.1f} tok/s, decode {run['decode_tok_s']:.1f} tok/s, "
-                        f"peak RSS {run['peak_rss_mb']:.0f} MB, other processes {run['other_cores']:.2f} cores")
-    print(render(results, shape, opts, probes))
+                for round_ in range(opts.rounds):
+                    bandwidths.append(measure_bandwidth(opts, log))
+                    log(f"{dtype} batch {batch}, round {round_ + 1} of {opts.rounds}: read bandwidth "
+                        + ", ".join(f"{k} {v:.1f} GB/s" for k, v in bandwidths[-1].items()))
+                    # Rotate the order each round, so no engine always runs first after the probe.
+                    shift = round_ % len(opts.engines)
+                    for engine in opts.engines[shift:] + opts.engines[:shift]:
+                        job = make_job(engine, dtype, batch, shape, hf, ggufs, opts)
+                        run = measure(job, opts, log)
+                        log(f"  {engine}: prefill {run['prefill_tok_s']:.1f} tok/s, decode {run['decode_tok_s']:.1f} tok/s, "
+                            f"peak RSS {run['peak_rss_mb']:.0f} MB, other processes {run['other_cores']:.2f} cores")
+                        merge_round(results, (engine, dtype, batch), run)
+    probes = {k: max(b[k] for b in bandwidths) for k in bandwidths[0]}
+    print(render(results, shape, opts, probes, bandwidths))
     if opts.json:
         runs = [{"engine": e, "dtype": d, "batch": b, **{k: v for k, v in r.items() if k not in ("tokens", "margins")}}
                 for (e, d, b), r in results.items()]
         report = {"date": started.isoformat(timespec="seconds"), "machine": machine_line(),
-                  "command": shlex.join(["python", *sys.argv]), "source": source_version(), "read_bandwidth_gbs": probes, "shape": shape,
+                  "command": shlex.join(["python", *sys.argv]), "source": source_version(), "read_bandwidth_gbs": probes,
+                  "read_bandwidth_by_round": bandwidths, "shape": shape,
                   "settings": {k: v for k, v in vars(opts).items() if k not in ("json", "worker")}, "runs": runs}
         Path(opts.json).write_text(json.dumps(report, indent=2) + "\n")
         log(f"wrote {opts.json}")
+
+
+def merge_round(results: dict, key: tuple[str, str, int], run: dict) -> None:
+    """Fold one round's worker result into `results[key]`: the best prefill and decode over rounds,
+    the worst noise, and every round's decode tokens/s (for the paired ratios)."""
+    kept = results.get(key)
+    if kept is None:
+        results[key] = {**run, "decode_by_round": [run["decode_tok_s"]]}
+        return
+    kept["decode_by_round"].append(run["decode_tok_s"])
+    for rate, seconds in (("prefill_tok_s", "prefill_s"), ("decode_tok_s", "decode_s")):
+        if run[rate] > kept[rate]:
+            kept[rate], kept[seconds] = run[rate], run[seconds]
+    kept["other_cores"] = max(kept["other_cores"], run["other_cores"])
+    kept["peak_rss_mb"] = max(kept["peak_rss_mb"], run["peak_rss_mb"])
+    kept["quiet_runs"] += run["quiet_runs"]
+    kept["runs"] += run["runs"]
+
+
+def paired_ratio(results: dict, dtype: str, batch: int, peer: str) -> float | None:
+    """The median over rounds of ours / `peer` within a round. Each round runs the engines back to
+    back, so this compares runs minutes apart at most — the memory bandwidth of a shared host drifts
+    (2x within an hour on the AMD machine of bench/README.md), which a ratio of best-of figures taken
+    at different times would mistake for a speed difference."""
+    mine, theirs = results.get(("ours", dtype, batch)), results.get((peer, dtype, batch))
+    if not mine or not theirs:
+        return None
+    ratios = sorted(a / b for a, b in zip(mine["decode_by_round"], theirs["decode_by_round"]))
+    middle = len(ratios) // 2
+    return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
 
 
 def profile_ours(opts: argparse.Namespace) -> None:
@@ -534,7 +580,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--dtypes", nargs="+", default=["f32", "bf16"], choices=sorted(GGUF_DTYPE))
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine; the best is kept")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per engine and round; the best is kept")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per (dtype, batch), each running every engine once in a fresh process")
     parser.add_argument("--threads", type=int, default=2, help="torch threads and llama.cpp n_threads")
     parser.add_argument("--max-wait", type=float, default=300, help="seconds to wait for a quiet machine per run")
     parser.add_argument("--cpu-kernels", default="auto", choices=["auto", "onednn", "torch"],
