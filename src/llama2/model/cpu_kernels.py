@@ -10,14 +10,18 @@ never does.
 
 Packing swaps every `nn.Linear` of the model for a `PackedLinear` that holds only the packed weight
 (no extra memory); its state dict gives the dense weight back, so a packed model still saves and
-exports. It is for inference: a packed weight takes no gradient. Results differ from the unpacked
-model's only by summation order (about 1e-6 relative in f32).
+exports. The products that read the same input are fused first (wq, wk, wv into `wqkv`; w1, w3 into
+`w13`): one call over stacked weights instead of three or two saves a call's fixed cost and streams
+a longer weight, which decoding (a few hundred small products per token) feels. It is for
+inference: a packed weight takes no gradient. Results differ from the unpacked model's only by
+summation order (about 1e-6 relative in f32).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Literal, get_args
 
 import torch
@@ -25,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llama2.errors import ConfigError
+from llama2.model.transformer import Attention, FeedForward
 
 CpuKernels = Literal["auto", "onednn", "torch"]  # the `cpu_kernels` choice of loading and of training
 CPU_KERNELS = get_args(CpuKernels)
@@ -36,12 +41,10 @@ SPEEDUP_NEEDED = 1.05  # `auto` packs only when oneDNN is at least this much fas
 class PackedLinear(nn.Module):
     """`nn.Linear` (no bias) over a oneDNN-packed weight; see the module docstring."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
-        if linear.bias is not None:
-            raise ConfigError("PackedLinear packs the bias-free linears of a Llama model only")
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACK_BATCH_HINT)
+        self.out_features, self.in_features = weight.shape
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACK_BATCH_HINT)
         self._register_state_dict_hook(_dense_weight_into_state)
 
     @property
@@ -65,6 +68,32 @@ def _dense_weight_into_state(module: PackedLinear, state: dict, prefix: str, _me
     state[prefix + "weight"] = module.weight
 
 
+FUSED = {Attention: ("wqkv", ("wq", "wk", "wv")), FeedForward: ("w13", ("w1", "w3"))}
+
+
+def fuse_projections(model: nn.Module) -> None:
+    """Replace the linears that read the same input (`FUSED`) by one packed product over their
+    stacked weights; the state dict still names each one's weight (`_split_into_state`)."""
+    for module in model.modules():
+        if type(module) not in FUSED:
+            continue
+        fused_name, names = FUSED[type(module)]
+        parts = [getattr(module, name) for name in names]
+        stacked = torch.cat([part.weight.detach() for part in parts])
+        for name in names:
+            delattr(module, name)
+        setattr(module, fused_name, PackedLinear(stacked))
+        sizes = [part.out_features for part in parts]
+        module._register_state_dict_hook(partial(_split_into_state, fused_name, names, sizes))
+
+
+def _split_into_state(fused_name: str, names: tuple[str, ...], sizes: list[int], module: nn.Module, state: dict,
+                      prefix: str, _metadata) -> None:
+    stacked = state.pop(prefix + fused_name + ".weight")
+    for name, part in zip(names, stacked.split(sizes)):
+        state[prefix + name + ".weight"] = part
+
+
 def onednn_available(model: nn.Module) -> bool:
     """Whether this torch build can pack the model's weights: CPU, f32 or bf16, oneDNN present."""
     weight = next((m.weight for m in model.modules() if isinstance(m, nn.Linear)), None)
@@ -83,10 +112,13 @@ def pack_linears(model: nn.Module, mode: CpuKernels = "auto") -> bool:
         return False
     if mode == "auto" and onednn_speedup(model) < SPEEDUP_NEEDED:
         return False
+    if any(type(m) is nn.Linear and m.bias is not None for m in model.modules()):
+        raise ConfigError("cpu_kernels packs the bias-free linears of a Llama model only; use cpu_kernels torch")
+    fuse_projections(model)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
-                setattr(parent, name, PackedLinear(child))
+                setattr(parent, name, PackedLinear(child.weight))
     # The rest (embeddings, norms) may still be views of a memory-mapped checkpoint, which would keep
     # the whole mapping, dense weights included, resident: copy them out so it is let go.
     for param in model.parameters():

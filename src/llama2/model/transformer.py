@@ -27,9 +27,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
+        if x.dtype == torch.float32 == self.weight.dtype:  # one fused op, no casts: the decode path in f32
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        return F.rms_norm(x.float(), self.weight.shape, eps=self.eps).type_as(x) * self.weight
 
 
 def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,6 +55,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
+    """`wqkv`, when set (`cpu_kernels.fuse_projections`, for inference), computes wq, wk and wv as one
+    product over their stacked weights and replaces them."""
+
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.kv_heads, args.head_dim
@@ -62,6 +65,18 @@ class Attention(nn.Module):
         self.wk = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wv = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(self.n_heads * self.head_dim, args.dim, bias=False)
+        self.wqkv: nn.Module | None = None
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values `(B, T, heads, hd)`."""
+        batch, seqlen, _ = x.shape
+        if self.wqkv is None:
+            q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        else:
+            kv_width = self.n_kv_heads * self.head_dim
+            q, k, v = self.wqkv(x).split((self.n_heads * self.head_dim, kv_width, kv_width), dim=-1)
+        return (q.view(batch, seqlen, self.n_heads, self.head_dim), k.view(batch, seqlen, self.n_kv_heads, self.head_dim),
+                v.view(batch, seqlen, self.n_kv_heads, self.head_dim))
 
     def forward(
         self,
@@ -74,9 +89,7 @@ class Attention(nn.Module):
         positions: torch.Tensor | None,
     ) -> torch.Tensor:
         batch, seqlen, _ = x.shape
-        q = self.wq(x).view(batch, seqlen, self.n_heads, self.head_dim)
-        k = self.wk(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
+        q, k, v = self.project(x)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is None:
             keys, values = k.transpose(1, 2), v.transpose(1, 2)  # (B, n_kv, T, hd)
@@ -97,16 +110,22 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """SwiGLU: `w2(silu(w1 x) * w3 x)`; w1 is the gate, w3 the up projection."""
+    """SwiGLU: `w2(silu(w1 x) * w3 x)`; w1 is the gate, w3 the up projection. `w13`, when set
+    (`cpu_kernels.fuse_projections`, for inference), computes w1 and w3 as one product."""
 
     def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__()
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)
         self.w2 = nn.Linear(hidden_dim, dim, bias=False)
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w13: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        if self.w13 is None:
+            gate, up = self.w1(x), self.w3(x)
+        else:
+            gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
 
 
 class TransformerBlock(nn.Module):
