@@ -72,6 +72,7 @@ class TrainConfig:
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     compile: bool = False
     cpu_kernels: CpuKernels = "auto"
+    keep_freed_memory: bool = True
     activation_checkpointing: bool = False
     resume: str = "auto"
     device: str = "auto"

@@ -29,6 +29,7 @@ from llama2.errors import ConfigError
 from llama2.model.transformer import TransformerBlock
 from llama2.train import checkpointing
 from llama2.train.config import TrainConfig
+from llama2.train.cpu_allocator import keep_freed_memory, release_free_memory
 from llama2.train.cpu_matmul import faster_with_onednn, use_onednn
 from llama2.train.distributed import Runtime, all_reduce_sum, init_runtime, shard_model, shutdown
 from llama2.train.metrics import MetricsLogger, ProgressDisplay, Stopwatch, device_peak_flops, mfu
@@ -161,6 +162,8 @@ class _Trainer:
         resume_from = self._resume_source()
         self.recipe.prepare(runtime)
         seed_everything(config.seed + runtime.rank)
+        if runtime.device.type == "cpu" and config.keep_freed_memory:
+            keep_freed_memory()  # cpu_allocator.py: each step reuses the last one's pages
         self.model = self._build_model()
         self.optimizer = build_optimizer(self.model, lr=config.lr, weight_decay=config.weight_decay,
                                          betas=config.betas, eps=config.eps)
@@ -355,3 +358,5 @@ class _Trainer:
             self.checkpoint_root, self.step, model=self.model, optimizer=self.optimizer, trainer_state=state,
             runtime=self.runtime, keep_last=self.config.keep_last, export=self.recipe.export,
         )
+        if self.runtime.device.type == "cpu" and self.config.keep_freed_memory:
+            release_free_memory()  # whatever the heap stranded since the last save goes back
