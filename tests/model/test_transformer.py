@@ -66,3 +66,24 @@ def test_meta_device_build_has_no_storage():
         model = Transformer(get_preset("70b"))
     assert all(p.is_meta for p in model.parameters())
     assert sum(p.numel() for p in model.parameters()) == get_preset("70b").n_params()
+
+
+def test_rotary_complex_and_real_forms_agree_in_value_and_gradient():
+    """Eager rotates by one complex multiply, torch.compile by the real form (inductor generates no
+    code for complex ops): the same rotation, values and gradients to fp32 rounding."""
+    from llama2.model.transformer import apply_rope, rope_angles
+
+    positions = torch.tensor([[0, 1, 2, 700], [5, 6, 7, 8]])
+    rope = rope_angles(positions, head_dim=8, theta=10000.0)
+    x = torch.randn(2, 4, 3, 8, requires_grad=True)
+    eager = apply_rope(x, rope)
+    (grad_eager,) = torch.autograd.grad(eager.square().sum(), x)
+    compiled = torch.compile(apply_rope, fullgraph=True, backend="aot_eager")(x, rope)  # traces the real form
+    (grad_compiled,) = torch.autograd.grad(compiled.square().sum(), x)
+    torch.testing.assert_close(compiled, eager, atol=1e-6, rtol=0)
+    torch.testing.assert_close(grad_compiled, grad_eager, atol=1e-5, rtol=0)
+    # Meta's reference: (a + ib) * e^{i * pos * theta^(-2j/hd)}
+    freqs = 1.0 / 10000.0 ** (torch.arange(0, 8, 2).float() / 8)
+    meta = torch.view_as_real(torch.view_as_complex(x.detach().unflatten(-1, (-1, 2)))
+                              * torch.polar(torch.ones(2, 4, 1, 4), positions[:, :, None, None] * freqs)).flatten(-2)
+    torch.testing.assert_close(eager.detach(), meta, atol=1e-5, rtol=0)
