@@ -19,6 +19,10 @@ save. The loss of every step is compared across the two and the largest relative
 
 `--compile` adds rows with `torch.compile` on both sides (ours: the loop's `compile=true`, each
 transformer block; transformers: `model.compile()`). bf16 rows are autocast with fp32 weights.
+
+Our loop tells glibc's malloc to keep freed memory on the CPU (`train/cpu_allocator.py`); a plain
+transformers loop does not. `--peer-keeps-freed-memory` adds rows where the transformers loop makes
+the same call first, to show how much of the difference that setting is.
 """
 
 from __future__ import annotations
@@ -139,6 +143,10 @@ def run_transformers(job: dict) -> dict:
     from llama2.train.recipes.pretrain import Pretrain, PretrainConfig
 
     torch.set_num_threads(job["threads"])
+    if job["impl"] == "transformers-kept":
+        from llama2.train.cpu_allocator import keep_freed_memory
+
+        keep_freed_memory()
     transformers.logging.set_verbosity_error()
     device = torch.device(job["device"])
     model = transformers.LlamaForCausalLM.from_pretrained(job["hf"], dtype=torch.float32, attn_implementation="sdpa")
@@ -206,6 +214,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=1, help="runs per row; the fastest counts (shared machines)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="also rows with torch.compile on both sides")
+    parser.add_argument("--peer-keeps-freed-memory", action="store_true",
+                        help="also rows of transformers with malloc keeping freed memory, as our loop has it")
     parser.add_argument("--profile", action="store_true", help="profile one run (first config and dtype) instead")
     parser.add_argument("--impl", default="ours", choices=["ours", "transformers"], help="what --profile runs")
     parser.add_argument("--json", default=None, help="write all results here")
@@ -226,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             write_initial_weights(folder / "hf", name)
             for dtype in args.dtypes:
                 for compiled in [False, True] if args.compile else [False]:
-                    for impl in ("ours", "transformers"):
+                    for impl in ("ours", "transformers") + ("transformers-kept",) * args.peer_keeps_freed_memory:
                         jobs.append({"config": name, "dtype": dtype, "impl": impl, "compile": compiled,
                                      "hf": str(folder / "hf"), "data": str(folder / "data"), "batch": args.batch,
                                      "seq": args.seq, "steps": args.steps, "warmup": args.warmup,
@@ -263,11 +273,14 @@ def report(args: argparse.Namespace, results: list[dict]) -> None:
                       all(r[k] == ours[k] for k in ("config", "dtype", "compile")))
         gap = max(abs(a - b) / abs(b) for a, b in zip(ours["losses"], theirs["losses"]))
         ok &= gap <= LOSS_TOLERANCE[ours["dtype"]]
+        kept = [r for r in results if r["impl"] == "transformers-kept" and
+                all(r[k] == ours[k] for k in ("config", "dtype", "compile"))]
         mode = f"{ours['dtype']}{' + compile' if ours['compile'] else ''}"
-        for r in (theirs, ours):
+        for r in (theirs, *kept, ours):
             rows.append([f"{r['config']} {mode}", r["impl"], f"{r['median_tokens_per_s']:,.0f}",
                          f"{r['median_tokens_per_s'] / theirs['median_tokens_per_s']:.2f}x", f"{r['peak_mb']:,.0f}",
                          f"{r['losses'][-1]:.4f}", f"{gap:.1e}" if r is ours else ""])
+        ok &= all(abs(a - b) / abs(b) <= LOSS_TOLERANCE[ours["dtype"]] for r in kept for a, b in zip(r["losses"], theirs["losses"]))
     print(f"\ntraining on {machine_line()}, {args.threads} threads, batch {args.batch} x seq {args.seq}, "
           f"median of {args.steps} steps after {args.warmup}, best of {args.repeats} run(s); {datetime.date.today()}\n")
     print(markdown_table(["config", "impl", "tokens/s", "vs transformers", "peak MB", f"loss @ step {args.steps + args.warmup}",

@@ -32,6 +32,10 @@ def test_packed_model_gives_the_same_logits_and_greedy_tokens(model, dtype):
     assert pack_linears(packed, "onednn")
     linears = [m for m in packed.modules() if isinstance(m, (nn.Linear, PackedLinear))]
     assert linears and all(isinstance(m, PackedLinear) for m in linears)
+    layer = packed.layers[0]  # the products reading one input are fused, the others packed alone
+    assert {name for name, _ in layer.named_children()} >= {"attention", "feed_forward"}
+    assert {name for name, _ in layer.attention.named_children()} == {"wqkv", "wo"}
+    assert {name for name, _ in layer.feed_forward.named_children()} == {"w13", "w2"}
     tokens = torch.randint(3, plain.args.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         expected, got = plain(tokens), packed(tokens)
