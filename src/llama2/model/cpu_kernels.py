@@ -79,6 +79,8 @@ def fuse_projections(model: nn.Module) -> None:
             continue
         fused_name, names = FUSED[type(module)]
         parts = [getattr(module, name) for name in names]
+        if not all(type(part) is nn.Linear for part in parts):  # an adapter or another kernel owns it
+            continue
         stacked = torch.cat([part.weight.detach() for part in parts])
         for name in names:
             delattr(module, name)
