@@ -3,7 +3,7 @@
 length, precision and optimizer settings.
 
     python bench/train.py [--configs 20m 110m] [--dtypes fp32 bf16] [--batch 8] [--seq 256]
-                          [--steps 6] [--warmup 2] [--threads 2] [--compile] [--json OUT]
+                          [--steps 6] [--warmup 2] [--rounds 3] [--threads 2] [--compile] [--json OUT]
     python bench/train.py --profile [--configs 20m] [--dtypes fp32] [--impl ours]   # where time goes
 
 Both sides start from one Hugging Face folder of our seeded random initialisation (transformers
@@ -211,7 +211,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=6, help="measured steps (after --warmup)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1, help="runs per row; the fastest counts (shared machines)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds, each running every implementation of a row once, back to back (shared machines)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="also rows with torch.compile on both sides")
     parser.add_argument("--peer-keeps-freed-memory", action="store_true",
@@ -240,30 +241,53 @@ def main(argv: list[str] | None = None) -> int:
                         jobs.append({"config": name, "dtype": dtype, "impl": impl, "compile": compiled,
                                      "hf": str(folder / "hf"), "data": str(folder / "data"), "batch": args.batch,
                                      "seq": args.seq, "steps": args.steps, "warmup": args.warmup,
-                                     "threads": args.threads, "device": args.device, "repeats": args.repeats})
+                                     "threads": args.threads, "device": args.device})
         if args.profile:
             profile(next(job for job in jobs if job["impl"] == args.impl))
             return 0
-        results = [measure(job) for job in jobs]
+        results = run_rounds(jobs, args.rounds)
     report(args, results)
     return 0
 
 
+def run_rounds(jobs: list[dict], rounds: int) -> list[dict]:
+    """Every job once per round, the implementations of a row back to back in an order that rotates
+    from round to round. A job's result is its fastest round, with every round's tokens/s in
+    `by_round`: on a shared host the machine's speed drifts between minutes, so a row's ratio is
+    taken within each round (`paired_ratio`), never across rounds."""
+    rows: dict[tuple, list[dict]] = {}
+    for job in jobs:
+        rows.setdefault((job["config"], job["dtype"], job["compile"]), []).append(job)
+    found: list[dict | None] = [None] * len(jobs)
+    for round_ in range(rounds):
+        for row in rows.values():
+            shift = round_ % len(row)
+            for job in row[shift:] + row[:shift]:
+                result = measure(job)
+                index = jobs.index(job)
+                kept = found[index] = found[index] or {**job, **result, "by_round": []}
+                kept["by_round"].append(result["median_tokens_per_s"])
+                if result["median_tokens_per_s"] > kept["median_tokens_per_s"]:
+                    kept.update(result)
+    return [kept for kept in found if kept is not None]
+
+
 def measure(job: dict) -> dict:
-    """The fastest of `repeats` runs (a run with others busy on the machine is redone, once)."""
+    """One run in a fresh process (redone, once, when others were busy on the machine)."""
     label = f"{job['config']} {job['dtype']} {job['impl']}{' compile' if job['compile'] else ''}"
-    best = None
-    for _ in range(job["repeats"]):
-        for _attempt in range(2):
-            wait_until_quiet(log=print)
-            result = run_worker([sys.executable, __file__, "--worker", json.dumps(job)])
-            print(f"  {label}: {result['median_tokens_per_s']:,.0f} tokens/s, peak {result['peak_mb']:,.0f} MB, "
-                  f"others used {result['foreign_cores']:.2f} cores", flush=True)
-            if result["foreign_cores"] <= NOISY_CORES:
-                break
-        if best is None or result["median_tokens_per_s"] > best["median_tokens_per_s"]:
-            best = result
-    return {**job, **best}
+    for _attempt in range(2):
+        wait_until_quiet(log=print)
+        result = run_worker([sys.executable, __file__, "--worker", json.dumps(job)])
+        print(f"  {label}: {result['median_tokens_per_s']:,.0f} tokens/s, peak {result['peak_mb']:,.0f} MB, "
+              f"others used {result['foreign_cores']:.2f} cores", flush=True)
+        if result["foreign_cores"] <= NOISY_CORES:
+            break
+    return result
+
+
+def paired_ratio(mine: dict, theirs: dict) -> float:
+    """The median over rounds of mine / theirs within a round."""
+    return statistics.median(a / b for a, b in zip(mine["by_round"], theirs["by_round"]))
 
 
 def report(args: argparse.Namespace, results: list[dict]) -> None:
@@ -278,11 +302,12 @@ def report(args: argparse.Namespace, results: list[dict]) -> None:
         mode = f"{ours['dtype']}{' + compile' if ours['compile'] else ''}"
         for r in (theirs, *kept, ours):
             rows.append([f"{r['config']} {mode}", r["impl"], f"{r['median_tokens_per_s']:,.0f}",
-                         f"{r['median_tokens_per_s'] / theirs['median_tokens_per_s']:.2f}x", f"{r['peak_mb']:,.0f}",
+                         f"{paired_ratio(r, theirs):.2f}x", f"{r['peak_mb']:,.0f}",
                          f"{r['losses'][-1]:.4f}", f"{gap:.1e}" if r is ours else ""])
         ok &= all(abs(a - b) / abs(b) <= LOSS_TOLERANCE[ours["dtype"]] for r in kept for a, b in zip(r["losses"], theirs["losses"]))
     print(f"\ntraining on {machine_line()}, {args.threads} threads, batch {args.batch} x seq {args.seq}, "
-          f"median of {args.steps} steps after {args.warmup}, best of {args.repeats} run(s); {datetime.date.today()}\n")
+          f"median of {args.steps} steps after {args.warmup}, best of {args.rounds} round(s); ratios: median over rounds "
+          f"of the ratio within a round; {datetime.date.today()}\n")
     print(markdown_table(["config", "impl", "tokens/s", "vs transformers", "peak MB", f"loss @ step {args.steps + args.warmup}",
                           "max loss gap"], rows))
     print(f"\nlosses {'agree' if ok else 'DISAGREE'} step by step (tolerance {LOSS_TOLERANCE})")
