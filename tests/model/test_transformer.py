@@ -87,3 +87,20 @@ def test_rotary_complex_and_real_forms_agree_in_value_and_gradient():
     meta = torch.view_as_real(torch.view_as_complex(x.detach().unflatten(-1, (-1, 2)))
                               * torch.polar(torch.ones(2, 4, 1, 4), positions[:, :, None, None] * freqs)).flatten(-2)
     torch.testing.assert_close(eager.detach(), meta, atol=1e-5, rtol=0)
+
+
+def test_multiplied_out_training_attention_equals_the_fused_kernel():
+    """CPU training at short windows multiplies attention out (`attend`); in fp32 it gives the
+    fused kernel's outputs and gradients, with grouped-query heads too."""
+    import torch.nn.functional as F
+
+    from llama2.model.transformer import attend
+
+    for kv_heads in (4, 2):
+        q, k, v = (torch.randn(2, heads, 16, 8, requires_grad=True) for heads in (4, kv_heads, kv_heads))
+        out = attend(q, k, v, None, causal=True)
+        fused = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv_heads != 4)
+        torch.testing.assert_close(out, fused, atol=1e-5, rtol=0)
+        for mine, theirs in zip(torch.autograd.grad(out.square().sum(), (q, k, v)),
+                                torch.autograd.grad(fused.square().sum(), (q, k, v))):
+            torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
