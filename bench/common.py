@@ -13,6 +13,7 @@ import os
 import platform
 import resource
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -173,6 +174,12 @@ def read_bandwidth_gbs(threads: int, size_mb: int = 512, repeats: int = 7) -> di
 
 
 # ---------------------------------------------------------------------------------------------- models
+
+
+def paired_median(mine: list[float], theirs: list[float]) -> float:
+    """The median over rounds of mine / theirs within each round: the machine's speed drifts between
+    minutes on a shared host, so a ratio is only taken between runs of the same round."""
+    return statistics.median(a / b for a, b in zip(mine, theirs))
 
 
 def small_model_args(max_seq_len: int = 2048):

@@ -46,6 +46,7 @@ from common import (  # noqa: E402  (bench/ is a folder of scripts, not a packag
     peak_rss_mb,
     read_bandwidth_gbs,
     OtherLoad,
+    paired_median,
     run_worker,
     source_version,
     synthetic_sentencepiece,
@@ -555,9 +556,7 @@ def paired_ratio(results: dict, dtype: str, batch: int, peer: str) -> float | No
     mine, theirs = results.get(("ours", dtype, batch)), results.get((peer, dtype, batch))
     if not mine or not theirs:
         return None
-    ratios = sorted(a / b for a, b in zip(mine["decode_by_round"], theirs["decode_by_round"]))
-    middle = len(ratios) // 2
-    return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+    return paired_median(mine["decode_by_round"], theirs["decode_by_round"])
 
 
 def profile_ours(opts: argparse.Namespace) -> None:
@@ -593,6 +592,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opts = parser.parse_args(argv)
     if opts.new_tokens < 2 or opts.prompt_len < 1:
         parser.error("need --new-tokens >= 2 (decode speed is measured after the first) and --prompt-len >= 1")
+    if opts.rounds < 1 or opts.repeats < 1:
+        parser.error("need --rounds >= 1 and --repeats >= 1")
     return opts
 
 

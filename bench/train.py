@@ -41,6 +41,7 @@ from common import (  # noqa: E402  (bench/ is a folder of scripts, not a packag
     OtherLoad,
     machine_line,
     markdown_table,
+    paired_median,
     peak_rss_mb,
     run_worker,
     synthetic_sentencepiece,
@@ -221,7 +222,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--impl", default="ours", choices=["ours", "transformers"], help="what --profile runs")
     parser.add_argument("--json", default=None, help="write all results here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
+        parser.error("need --rounds >= 1, --steps >= 1 and --warmup >= 0")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,18 +258,17 @@ def run_rounds(jobs: list[dict], rounds: int) -> list[dict]:
     """Every job once per round, the implementations of a row back to back in an order that rotates
     from round to round. A job's result is its fastest round, with every round's tokens/s in
     `by_round`: on a shared host the machine's speed drifts between minutes, so a row's ratio is
-    taken within each round (`paired_ratio`), never across rounds."""
-    rows: dict[tuple, list[dict]] = {}
-    for job in jobs:
-        rows.setdefault((job["config"], job["dtype"], job["compile"]), []).append(job)
+    taken within each round (`paired_median`), never across rounds."""
+    rows: dict[tuple, list[int]] = {}
+    for index, job in enumerate(jobs):
+        rows.setdefault((job["config"], job["dtype"], job["compile"]), []).append(index)
     found: list[dict | None] = [None] * len(jobs)
     for round_ in range(rounds):
         for row in rows.values():
             shift = round_ % len(row)
-            for job in row[shift:] + row[:shift]:
-                result = measure(job)
-                index = jobs.index(job)
-                kept = found[index] = found[index] or {**job, **result, "by_round": []}
+            for index in row[shift:] + row[:shift]:
+                result = measure(jobs[index])
+                kept = found[index] = found[index] or {**jobs[index], **result, "by_round": []}
                 kept["by_round"].append(result["median_tokens_per_s"])
                 if result["median_tokens_per_s"] > kept["median_tokens_per_s"]:
                     kept.update(result)
@@ -285,11 +288,6 @@ def measure(job: dict) -> dict:
     return result
 
 
-def paired_ratio(mine: dict, theirs: dict) -> float:
-    """The median over rounds of mine / theirs within a round."""
-    return statistics.median(a / b for a, b in zip(mine["by_round"], theirs["by_round"]))
-
-
 def report(args: argparse.Namespace, results: list[dict]) -> None:
     rows, ok = [], True
     for ours in (r for r in results if r["impl"] == "ours"):
@@ -302,7 +300,7 @@ def report(args: argparse.Namespace, results: list[dict]) -> None:
         mode = f"{ours['dtype']}{' + compile' if ours['compile'] else ''}"
         for r in (theirs, *kept, ours):
             rows.append([f"{r['config']} {mode}", r["impl"], f"{r['median_tokens_per_s']:,.0f}",
-                         f"{paired_ratio(r, theirs):.2f}x", f"{r['peak_mb']:,.0f}",
+                         f"{paired_median(r['by_round'], theirs['by_round']):.2f}x", f"{r['peak_mb']:,.0f}",
                          f"{r['losses'][-1]:.4f}", f"{gap:.1e}" if r is ours else ""])
         ok &= all(abs(a - b) / abs(b) <= LOSS_TOLERANCE[ours["dtype"]] for r in kept for a, b in zip(r["losses"], theirs["losses"]))
     print(f"\ntraining on {machine_line()}, {args.threads} threads, batch {args.batch} x seq {args.seq}, "

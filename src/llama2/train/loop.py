@@ -162,7 +162,7 @@ class _Trainer:
         resume_from = self._resume_source()
         self.recipe.prepare(runtime)
         seed_everything(config.seed + runtime.rank)
-        if runtime.device.type == "cpu" and config.keep_freed_memory:
+        if self._keeps_freed_memory:
             keep_freed_memory()  # cpu_allocator.py: each step reuses the last one's pages
         self.model = self._build_model()
         self.optimizer = build_optimizer(self.model, lr=config.lr, weight_decay=config.weight_decay,
@@ -216,6 +216,11 @@ class _Trainer:
             shard_model(model, blocks, self.runtime, param_dtype=low_precision)
         model.to_empty(device=self.runtime.device)
         return model.train()
+
+    @property
+    def _keeps_freed_memory(self) -> bool:
+        """Whether malloc keeps freed pages for the next step (`cpu_allocator.py`): CPU runs, by default."""
+        return self.runtime.device.type == "cpu" and self.config.keep_freed_memory
 
     def _choose_cpu_matmul(self, model: nn.Module) -> None:
         """oneDNN for the linears of an fp32 one-process CPU run, as `cpu_kernels` says (`cpu_matmul.py`)."""
@@ -358,5 +363,5 @@ class _Trainer:
             self.checkpoint_root, self.step, model=self.model, optimizer=self.optimizer, trainer_state=state,
             runtime=self.runtime, keep_last=self.config.keep_last, export=self.recipe.export,
         )
-        if self.runtime.device.type == "cpu" and self.config.keep_freed_memory:
+        if self._keeps_freed_memory:
             release_free_memory()  # whatever the heap stranded since the last save goes back
