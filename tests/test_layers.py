@@ -8,7 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "llama2"
 
 LAYERS = {
-    "errors": 0, "types": 0, "config": 0, "atomic": 0,
+    "errors": 0, "types": 0, "config": 0, "atomic": 0, "progress": 0,
     "model": 1,
     "generation": 2, "data": 2, "api": 2,
     "providers": 3, "train": 3,

@@ -217,4 +217,4 @@ def test_progress_bar_reports_documents_tokens_and_rate(tmp_path, capsys, monkey
     assert (tmp_path / "quiet/train-00000.bin").read_bytes() == (tmp_path / "shown/train-00000.bin").read_bytes()
     tokens = sum(len(d) + 2 for d in docs)
     err = capsys.readouterr().err
-    assert "600/600" in err and f"docs {tokens:,} tokens" in err and "docs/s" in err
+    assert "600/600" in err and f"{tokens:,} tokens" in err and "docs/s" in err

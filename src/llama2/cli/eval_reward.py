@@ -35,18 +35,15 @@ def register(commands) -> None:
 
 
 def run_reward(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
     from llama2.data.preference import read_preferences
     from llama2.evaluate.reward import reward_report, score_pairs
     from llama2.model.reward import RewardModel
+    from llama2.progress import ProgressBar
 
     pairs = read_preferences(args.data, format=args.format)
     model = RewardModel.from_pretrained(args.model, dtype=args.dtype, device=args.device)
-    with Progress(transient=True, disable=args.json) as progress:
-        task = progress.add_task("scoring replies", total=2 * len(pairs))
-        chosen, rejected = score_pairs(model, pairs, batch_size=args.batch_size,
-                                       progress=lambda n: progress.advance(task, n))
+    with ProgressBar("scoring replies", 2 * len(pairs), unit="replies", enabled=not args.json, transient=True) as bar:
+        chosen, rejected = score_pairs(model, pairs, batch_size=args.batch_size, progress=bar.advance)
     report = reward_report(pairs, chosen, rejected, bins=args.bins, seed=args.seed)
     if args.json:
         print_json({"model": args.model, "data": args.data, **report.to_dict()})

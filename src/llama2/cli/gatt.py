@@ -65,12 +65,13 @@ def _add_common(parser: argparse.ArgumentParser, *, split: str, temperature: flo
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from llama2.progress import ProgressBar
     from llama2.train.recipes.ghost_attention import build_gatt_dialogs, planned_replies, write_gatt_jsonl
 
     users, instructions = _dialogs_and_instructions(args)
     llama = _load(args.model, args)
     started = time.perf_counter()
-    with _Bar(f"gatt build {args.model}", planned_replies(users, args.turns)) as bar:
+    with ProgressBar(f"gatt build {args.model}", planned_replies(users, args.turns), unit="replies") as bar:
         built = build_gatt_dialogs(llama, users, seed=args.seed, instructions=instructions, turns=args.turns,
                                    placement=args.placement, max_new_tokens=args.max_new_tokens,
                                    temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size,
@@ -90,6 +91,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_measure(args: argparse.Namespace) -> int:
+    from llama2.progress import ProgressBar
     from llama2.train.recipes.ghost_attention import measure_adherence, planned_replies
 
     turns = _parse_turns(args.turns)
@@ -98,7 +100,8 @@ def run_measure(args: argparse.Namespace) -> int:
     results = {}
     for name in models:
         llama = _load(name, args)
-        with _Bar(f"gatt measure {name}", planned_replies(users, max(turns)), quiet=args.json) as bar:
+        with ProgressBar(f"gatt measure {name}", planned_replies(users, max(turns)), unit="replies",
+                         enabled=not args.json) as bar:
             results[name] = measure_adherence(llama, users, instructions, turns, placement=args.placement,
                                               seed=args.seed, max_new_tokens=args.max_new_tokens,
                                               temperature=args.temperature, top_p=args.top_p,
@@ -158,32 +161,3 @@ def _load(name: str, args: argparse.Namespace):
     from llama2.api import Llama
 
     return Llama.from_pretrained(name, dtype=args.dtype, device=args.device)
-
-
-class _Bar:
-    """A rich progress bar of replies sampled (count, rate, elapsed, ETA) on a terminal's stderr."""
-
-    def __init__(self, description: str, total: int, *, quiet: bool = False) -> None:
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        console = Console(stderr=True)
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                 TimeRemainingColumn(), console=console, disable=quiet or not console.is_terminal)
-        self.task = self.progress.add_task(description, total=total, rate="")
-        self.started = time.perf_counter()
-        self.done = 0
-
-    def __enter__(self) -> "_Bar":
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.progress.stop()
-
-    def advance(self, count: int) -> None:
-        self.done += count
-        elapsed = time.perf_counter() - self.started
-        self.progress.update(self.task, advance=count, rate=f"{self.done / elapsed:.2f} replies/s" if elapsed > 0 else "")

@@ -32,15 +32,12 @@ from pathlib import Path
 from typing import IO, Protocol
 
 import numpy as np
-from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
-from rich.text import Text
 
 from llama2.atomic import replace_folder
 from llama2.data.corpus import Document
 from llama2.errors import ConfigError, DataError, TokenizerError
 from llama2.model.tokenizer import Tokenizer
+from llama2.progress import ProgressBar
 
 FORMAT = "llama2-shards/1"
 MANIFEST = "manifest.json"
@@ -396,25 +393,16 @@ def _describe_source(path: Path, documents: int, tokens: int) -> SourceInfo:
     return SourceInfo(str(path), digest.hexdigest(), path.stat().st_size, documents, tokens)
 
 
-class _RateColumn(ProgressColumn):
-    """Documents per second (rich's own speed column counts bytes)."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:,.0f} docs/s" if task.speed else "", style="progress.data.speed")
-
-
 @contextlib.contextmanager
 def _progress_bar(enabled: bool, total_documents: int | None) -> Iterator[Callable[[int, int], None]]:
-    """Yields `advance(documents, tokens)`, drawing a bar with rate and ETA on stderr when enabled."""
-    if not enabled:
-        yield lambda documents, tokens: None
-        return
-    columns = (BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("docs {task.fields[tokens]:,} tokens"),
-               _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("tokenize", total=total_documents, tokens=0)
+    """Yields `advance(documents, tokens)`: a bar of documents (rate, ETA) and the tokens so far."""
+    tokens = 0
+    with ProgressBar("tokenize", total_documents, unit="docs", enabled=enabled, fields=("tokens",),
+                     transient=True) as bar:
 
-        def advance(documents: int, tokens: int) -> None:
-            bar.update(task, advance=documents, tokens=bar.tasks[task].fields["tokens"] + tokens)
+        def advance(documents: int, more_tokens: int) -> None:
+            nonlocal tokens
+            tokens += more_tokens
+            bar.advance(documents, tokens=f"{tokens:,} tokens")
 
         yield advance

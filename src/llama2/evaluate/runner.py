@@ -30,16 +30,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
-from rich.progress import Task as ProgressTask
-from rich.text import Text
 
 from llama2.errors import ConfigError, ContextLengthError, DataError, ProviderError, UnsupportedError
 from llama2.evaluate.benchmarks.base import Mode, Request, Response, Sample, SampleResult, Task
 from llama2.evaluate.cache import ResponseCache, is_random_draw, request_key, request_kind
 from llama2.evaluate.results import SampleFailure, TaskResult, Usage, write_result
+from llama2.progress import ProgressBar
 from llama2.providers.base import Completion, Provider
 from llama2.providers.remote import RemoteProvider
 
@@ -291,49 +287,33 @@ def running_cost(provider: Provider, own: float | None) -> float | None:
     return meter if meter is not None else own
 
 
-class _RateColumn(ProgressColumn):
-    """Requests answered per second since the start (rich's own speed column needs several updates)."""
-
-    def render(self, task: ProgressTask) -> Text:
-        elapsed = task.elapsed or 0.0
-        return Text(f"{task.completed / elapsed:,.1f} req/s" if elapsed > 0 else "", style="progress.data.speed")
-
-
 class _Display:
     """When `enabled`: a line on stderr saying the mode and how much is cached, then, on a terminal, a
-    rich progress bar (requests answered, rate, ETA, running cost)."""
+    progress bar (requests answered, rate, ETA, running cost)."""
 
     def __init__(self, enabled: bool, description: str, total: int, provider: Provider) -> None:
-        self.console = Console(stderr=True)
         self.enabled = enabled
-        self.live = enabled and self.console.is_terminal
         self.provider = provider
         self.own_cost: float | None = None
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                            _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                            TextColumn("{task.fields[cost]}"), console=self.console, disable=not self.live,
-                            transient=False)
-        self.task_id = self.bar.add_task(description, total=total, cost="")
+        self.bar = ProgressBar(description, total, unit="req", enabled=enabled, fields=("cost",))
 
     def __enter__(self) -> "_Display":
-        if self.live:
-            self.bar.start()
+        self.bar.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.live:
-            self.bar.stop()
+        self.bar.close()
 
     def message(self, text: str) -> None:
         if self.enabled:
-            self.console.print(text, highlight=False, soft_wrap=True)
+            self.bar.print(text)
 
     def advance(self, count: int, costs: list[float | None]) -> None:
         known = [c for c in costs if c is not None]
         if known:
             self.own_cost = (self.own_cost or 0.0) + sum(known)
         cost = running_cost(self.provider, self.own_cost)
-        self.bar.update(self.task_id, advance=count, cost="" if cost is None else f"${cost:,.4f}")
+        self.bar.advance(count, cost="" if cost is None else f"${cost:,.4f}")
 
 
 def _check_positive(**values: int) -> None:

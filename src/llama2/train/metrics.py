@@ -22,6 +22,7 @@ import torch
 
 from llama2.atomic import write_text
 from llama2.model.config import ModelArgs
+from llama2.progress import ProgressBar
 
 JSONL_FILE = "metrics.jsonl"
 CSV_FILE = "metrics.csv"
@@ -121,42 +122,31 @@ class MetricsLogger:
 
 
 class ProgressDisplay:
-    """A rich progress bar (loss, tokens/s, ETA) on a terminal; one plain line per log step otherwise."""
+    """The training bar (steps, rate, ETA, then loss and tokens/s) on a terminal; one plain line per
+    log step otherwise."""
 
     def __init__(self, *, total: int, start: int, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.console = Console(stderr=True)
         self.enabled = enabled
-        self.live = enabled and self.console.is_terminal
-        self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-            TimeRemainingColumn(), console=self.console, disable=not self.live,
-        )
-        self.task = self.progress.add_task("train", total=total, completed=start, stats="")
-        if self.live:
-            self.progress.start()
+        self.bar = ProgressBar("train", total, unit="steps", enabled=enabled, completed=start, fields=("stats",)).start()
 
     def update(self, step: int, record: dict[str, Any] | None) -> None:
         """Advance to `step` (1-based count of finished steps); `record` refreshes the numbers shown."""
         if not self.enabled:
             return
         stats = _summary(record) if record else None
-        if self.live:
-            self.progress.update(self.task, completed=step, **({"stats": stats} if stats else {}))
+        if self.bar.live:
+            self.bar.update(step, **({"stats": stats} if stats else {}))
             if stats and "val_loss" in record:  # evaluations stay on screen above the bar
-                self.console.print(f"step {record['step']}: {stats}")
+                self.bar.print(f"step {record['step']}: {stats}")
         elif stats:
             print(f"step {record['step']}: {stats}", file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:
         if self.enabled:
-            self.console.print(text)
+            self.bar.print(text)
 
     def close(self) -> None:
-        if self.live:
-            self.progress.stop()
+        self.bar.close()
 
 
 class Stopwatch:

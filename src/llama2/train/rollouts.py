@@ -146,29 +146,3 @@ def shard(count: int, runtime: Runtime) -> range:
     base, extra = divmod(count, runtime.world_size)
     start = runtime.rank * base + min(runtime.rank, extra)
     return range(start, start + base + (runtime.rank < extra))
-
-
-class Progress:
-    """A rich progress bar on a terminal (main process only); silent otherwise."""
-
-    def __init__(self, label: str, total: int, *, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
-
-        console = Console(stderr=True)
-        self.live = enabled and console.is_terminal
-        self.bar = RichProgress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                console=console, disable=not self.live)
-        self.task = self.bar.add_task(label, total=total)
-
-    def __enter__(self) -> "Progress":
-        if self.live:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live:
-            self.bar.stop()
-
-    def advance(self, n: int) -> None:
-        self.bar.advance(self.task, n)

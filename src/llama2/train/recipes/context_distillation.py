@@ -32,6 +32,7 @@ from llama2.atomic import write_text
 from llama2.data.rl_prompts import RLPrompt
 from llama2.errors import ConfigError, DataError
 from llama2.model.reward import RewardModel
+from llama2.progress import ProgressBar
 from llama2.train.distributed import Runtime, barrier
 from llama2.train.loop import TrainResult
 from llama2.train.recipes.sampled_sft import (
@@ -43,7 +44,7 @@ from llama2.train.recipes.sampled_sft import (
     write_jsonl,
 )
 from llama2.train.rewards import Scorer
-from llama2.train.rollouts import Progress, Response, gather_objects, sample_responses, shard
+from llama2.train.rollouts import Response, gather_objects, sample_responses, shard
 from llama2.train.safety_preprompts import draw_preprompt, with_preprompt
 from llama2.types import SamplingParams
 
@@ -149,7 +150,7 @@ class ContextDistillation(SampledSFT):
         params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
         answers = {}
         for index, (label, dialogs) in enumerate((("with preprompt", contexts), ("without", local))):
-            with Progress(f"sampling {label}", len(dialogs), enabled=runtime.is_main) as bar:
+            with ProgressBar(f"sampling {label}", len(dialogs), unit="prompts", enabled=runtime.is_main) as bar:
                 answers[label] = [group[0] for group in sample_responses(
                     llama.engine, self._encode(llama, dialogs), k=1, params=params, seed_key=(config.seed, index),
                     prompt_numbers=list(mine), advance=bar.advance)]

@@ -37,6 +37,7 @@ import torch
 
 from llama2.data.rl_prompts import RLPrompt
 from llama2.errors import ConfigError, DataError
+from llama2.progress import ProgressBar
 from llama2.train.best_of import Candidate, Pool, best_candidate, plot, reward_vs_k, write_table
 from llama2.train.distributed import Runtime, barrier
 from llama2.train.loop import TrainResult
@@ -52,7 +53,7 @@ from llama2.train.recipes.sampled_sft import (
     write_jsonl,
 )
 from llama2.train.rewards import RewardFunction
-from llama2.train.rollouts import Progress, gather_objects, sample_responses, shard
+from llama2.train.rollouts import gather_objects, sample_responses, shard
 from llama2.types import SamplingParams
 
 SAMPLES_FILE = "samples.jsonl"
@@ -149,7 +150,7 @@ class RejectionSampling(SampledSFT):
                   f"at temperature {temperature:g} from {model}", file=sys.stderr, flush=True)
         llama = self._sampler(model, runtime)
         params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=temperature, top_p=config.top_p)
-        with Progress(f"iteration {iteration}: sampling", len(local), enabled=runtime.is_main) as bar:
+        with ProgressBar(f"iteration {iteration}: sampling", len(local), unit="prompts", enabled=runtime.is_main) as bar:
             answers = sample_responses(llama.engine, self._encode(llama, local), k=config.k, params=params,
                                        seed_key=(config.seed, iteration), prompt_numbers=list(mine), advance=bar.advance)
         del llama
