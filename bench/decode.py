@@ -80,7 +80,7 @@ def torch_dtype(name: str):
 
 def our_engine(job: dict):
     """Our `Engine` (no EOS) over the HF folder, loaded as `Llama.from_pretrained` loads it (with
-    `--cpu-kernels`: packed for oneDNN where that measures faster, by default)."""
+    `--cpu-kernels`: by default the fastest of our native product and oneDNN's, measured at load)."""
     import torch
 
     from llama2.api import Llama
@@ -584,8 +584,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="rounds per (dtype, batch), each running every engine once in a fresh process")
     parser.add_argument("--threads", type=int, default=2, help="torch threads and llama.cpp n_threads")
     parser.add_argument("--max-wait", type=float, default=300, help="seconds to wait for a quiet machine per run")
-    parser.add_argument("--cpu-kernels", default="auto", choices=["auto", "onednn", "torch"],
-                        help="our matmuls: oneDNN-packed weights where faster (auto), always, or never (model/cpu_kernels.py)")
+    parser.add_argument("--cpu-kernels", default="auto", choices=["auto", "native", "onednn", "torch"],
+                        help="our matmuls: the fastest here (auto), our native product, oneDNN's, or PyTorch's "
+                             "(model/cpu_kernels.py)")
     parser.add_argument("--json", help="write the raw results here")
     parser.add_argument("--profile", action="store_true", help="profile our decode steps instead of comparing engines")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

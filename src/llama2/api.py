@@ -20,7 +20,7 @@ from llama2.model.checkpoint import (
     save_meta,
 )
 from llama2.model.config import PRESETS, ModelArgs
-from llama2.model.cpu_kernels import CpuKernels, pack_linears
+from llama2.model.cpu_kernels import InferenceKernels, pack_linears
 from llama2.model.tokenizer import Tokenizer
 from llama2.model.transformer import Transformer
 from llama2.types import Dialog, GenerationResult, SamplingParams, StreamDelta
@@ -35,9 +35,10 @@ class Llama:
     `Llama.from_pretrained("default")` is the bundled model; a path loads a Meta or Hugging Face
     checkpoint folder; a preset name (`7b`, `tiny`, ...) builds that shape with random weights
     (seeded), for tests and benchmarks — such a model has no tokenizer, so give it token ids.
-    On the CPU `cpu_kernels` chooses the matmuls (`model/cpu_kernels.py`): `auto` packs the weights
-    for oneDNN where that measures faster on this machine, `onednn` always, `torch` never (a model
-    that will be changed in place — LoRA merged into it — must stay unpacked).
+    On the CPU `cpu_kernels` chooses the matmuls (`model/cpu_kernels.py`): `auto` takes our own
+    float32 product (`native`, compiled on first use) or oneDNN's packed weights, whichever measures
+    fastest on this machine, if faster than PyTorch's; `native` or `onednn` choose one; `torch` keeps
+    PyTorch's (a model that will be changed in place — LoRA merged into it — must stay unswapped).
     """
 
     def __init__(self, model: Transformer, tokenizer: Tokenizer | None, *, name: str = "") -> None:
@@ -62,7 +63,7 @@ class Llama:
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
         seed: int = 0,
-        cpu_kernels: CpuKernels = "auto",
+        cpu_kernels: InferenceKernels = "auto",
     ) -> "Llama":
         name = str(path_or_preset)
         device = torch.device(device) if device is not None else default_device()

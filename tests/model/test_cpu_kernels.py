@@ -1,5 +1,8 @@
-"""oneDNN-packed weights (`model/cpu_kernels.py`): the same logits and greedy tokens as the unpacked
-model, the dense weights back in the state dict (so a packed model saves), and the modes checked."""
+"""Swapped CPU products (`model/cpu_kernels.py`): oneDNN's packed weights and our native float32
+product give the same logits and greedy tokens as the plain model, put the dense weights back in
+the state dict (so a swapped model saves), and the modes are checked. The native library itself
+(`model/native_linear.py`): against `F.linear` at awkward shapes, built once into its cache, and
+refused with its reason where it cannot be built."""
 
 from __future__ import annotations
 
@@ -11,13 +14,26 @@ from torch import nn
 
 from llama2.api import Llama
 from llama2.errors import ConfigError
+from llama2.model import native_linear
 from llama2.model.config import get_preset
-from llama2.model.cpu_kernels import PackedLinear, onednn_available, onednn_speedup, pack_linears
+from llama2.model.cpu_kernels import (PackedLinear, kernel_speedups, native_available, onednn_available,
+                                      pack_linears)
+from llama2.model.native_linear import NativeLinear
 from llama2.model.transformer import Transformer
 from llama2.types import SamplingParams
 
-pytestmark = pytest.mark.skipif(not onednn_available(Transformer.random(get_preset("tiny"))),
-                                reason="this torch build has no oneDNN")
+TINY = Transformer.random(get_preset("tiny"))
+AVAILABLE = {"onednn": onednn_available(TINY), "native": native_available(TINY)}
+CLASSES = {"onednn": PackedLinear, "native": NativeLinear}
+needs_native = pytest.mark.skipif(not AVAILABLE["native"],
+                                  reason=f"native kernels unavailable: {native_linear.unavailable_reason()}")
+
+
+def kernel_params(*dtypes):
+    """(kernel, dtype) pairs, each skipped where that kernel cannot run (native is float32 only)."""
+    return [pytest.param(kernel, dtype, marks=pytest.mark.skipif(not AVAILABLE[kernel], reason=f"no {kernel} here"),
+                         id=f"{kernel}-{str(dtype).removeprefix('torch.')}")
+            for kernel in CLASSES for dtype in dtypes if kernel == "onednn" or dtype == torch.float32]
 
 
 @pytest.fixture(scope="module")
@@ -25,50 +41,106 @@ def model():
     return Transformer.random(get_preset("tiny"), seed=5).eval()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_packed_model_gives_the_same_logits_and_greedy_tokens(model, dtype):
+@pytest.mark.parametrize("kernel, dtype", kernel_params(torch.float32, torch.bfloat16))
+def test_swapped_model_gives_the_same_logits_and_greedy_tokens(model, kernel, dtype):
     plain = copy.deepcopy(model).to(dtype)
-    packed = copy.deepcopy(plain)
-    assert pack_linears(packed, "onednn")
-    linears = [m for m in packed.modules() if isinstance(m, (nn.Linear, PackedLinear))]
-    assert linears and all(isinstance(m, PackedLinear) for m in linears)
-    layer = packed.layers[0]  # the products reading one input are fused, the others packed alone
+    swapped = copy.deepcopy(plain)
+    assert pack_linears(swapped, kernel)
+    linears = [m for m in swapped.modules() if isinstance(m, (nn.Linear, PackedLinear, NativeLinear))]
+    assert linears and all(isinstance(m, CLASSES[kernel]) for m in linears)
+    layer = swapped.layers[0]  # the products reading one input are fused, the others swapped alone
     assert {name for name, _ in layer.named_children()} >= {"attention", "feed_forward"}
     assert {name for name, _ in layer.attention.named_children()} == {"wqkv", "wo"}
     assert {name for name, _ in layer.feed_forward.named_children()} == {"w13", "w2"}
     tokens = torch.randint(3, plain.args.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        expected, got = plain(tokens), packed(tokens)
+        expected, got = plain(tokens), swapped(tokens)
     tolerance = 1e-5 if dtype == torch.float32 else 5e-2
     torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
     if dtype == torch.float32:
         greedy = SamplingParams(max_new_tokens=16, temperature=0)
-        assert (Llama(packed, None).engine.generate([[1, 7, 9]], greedy)[0].tokens
-                == Llama(plain, None).engine.generate([[1, 7, 9]], greedy)[0].tokens)
+        prompts = [[1, 7, 9], [1, 4, 4, 4, 2, 11]]  # a batch of two: rows decode side by side
+        got_tokens = [r.tokens for r in Llama(swapped, None).engine.generate(prompts, greedy)]
+        assert got_tokens == [r.tokens for r in Llama(plain, None).engine.generate(prompts, greedy)]
 
 
-def test_a_packed_model_saves_its_dense_weights(model, tmp_path):
-    packed = copy.deepcopy(model)
-    pack_linears(packed, "onednn")
-    state, original = packed.state_dict(), model.state_dict()
+@pytest.mark.parametrize("kernel, dtype", kernel_params(torch.float32))
+def test_a_swapped_model_saves_its_dense_weights(model, kernel, dtype, tmp_path):
+    swapped = copy.deepcopy(model)
+    pack_linears(swapped, kernel)
+    state, original = swapped.state_dict(), model.state_dict()
     assert state.keys() == original.keys()
     assert all(torch.equal(state[name], original[name]) for name in original)
-    Llama(packed, None).save(tmp_path / "meta")
+    Llama(swapped, None).save(tmp_path / "meta")
     reloaded = Llama.from_pretrained(str(tmp_path / "meta"), device="cpu", cpu_kernels="torch").model
     assert all(torch.equal(reloaded.state_dict()[name], original[name]) for name in original)
 
 
 def test_modes(model):
     plain = copy.deepcopy(model)
-    assert not pack_linears(plain, "torch") and not any(isinstance(m, PackedLinear) for m in plain.modules())
-    with pytest.raises(ConfigError, match="unknown cpu_kernels 'mkl'; choose one of auto, onednn, torch"):
+    assert not pack_linears(plain, "torch") and not any(isinstance(m, (PackedLinear, NativeLinear)) for m in plain.modules())
+    with pytest.raises(ConfigError, match="unknown cpu_kernels 'mkl'; choose one of auto, native, onednn, torch"):
         pack_linears(plain, "mkl")
-    with pytest.raises(ConfigError, match="cpu_kernels onednn needs a CPU model in float32 or bfloat16"):
-        pack_linears(copy.deepcopy(model).half(), "onednn")
-    assert onednn_speedup(model) > 0
+    if AVAILABLE["onednn"]:
+        with pytest.raises(ConfigError, match="cpu_kernels onednn needs a CPU model in float32 or bfloat16"):
+            pack_linears(copy.deepcopy(model).half(), "onednn")
+    with pytest.raises(ConfigError, match="cpu_kernels native is unavailable: .*; use cpu_kernels auto or onednn"):
+        pack_linears(copy.deepcopy(model).to(torch.bfloat16), "native")
+    usable = [kernel for kernel, ok in AVAILABLE.items() if ok]
+    assert all(speedup > 0 for speedup in kernel_speedups(model, usable).values())
     auto = copy.deepcopy(model)
-    packed = pack_linears(auto, "auto")  # whichever is faster on this machine; the logits agree either way
-    assert packed == any(isinstance(m, PackedLinear) for m in auto.modules())
+    swapped = pack_linears(auto, "auto")  # whichever is fastest on this machine; the logits agree either way
+    assert swapped == any(isinstance(m, (PackedLinear, NativeLinear)) for m in auto.modules())
     tokens = torch.tensor([[1, 5, 9, 13]])
     with torch.inference_mode():
         torch.testing.assert_close(auto(tokens), model(tokens), rtol=1e-5, atol=1e-5)
+
+
+@needs_native
+@pytest.mark.parametrize("rows", [1, 3, 8, 9, 37])
+@pytest.mark.parametrize("out_features, in_features", [(45, 20), (96, 768), (33, 1)])
+def test_native_product_equals_f_linear(rows, out_features, in_features):
+    """Row counts around the 8-row tile and widths around the 32-output block, including a last
+    block that is mostly padding, and leading batch dimensions kept."""
+    generator = torch.Generator().manual_seed(rows * 1000 + out_features)
+    weight = torch.randn(out_features, in_features, generator=generator)
+    x = torch.randn(2, rows, in_features, generator=generator)
+    linear = NativeLinear(weight)
+    expected = (x.double() @ weight.double().T).float()
+    rounding = 5e-6 * in_features ** 0.5  # float32 sums of in_features unit-scale products
+    torch.testing.assert_close(linear(x), expected, rtol=1e-5, atol=rounding)
+    torch.testing.assert_close(linear(x[:, :1].transpose(0, 1)), expected[:, :1].transpose(0, 1), rtol=1e-5, atol=rounding)
+    assert torch.equal(linear.weight, weight)
+    with pytest.raises(TypeError, match="NativeLinear multiplies float32 CPU tensors; got torch.bfloat16"):
+        linear(x.to(torch.bfloat16))
+
+
+@needs_native
+def test_the_library_is_built_once_into_its_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMA2_KERNEL_CACHE", str(tmp_path))
+    native_linear.library.cache_clear()
+    try:
+        assert native_linear.library() is not None
+        built = list(tmp_path.glob("native_linear-*.so"))
+        assert len(built) == 1 and not [p for p in tmp_path.iterdir() if p not in built]  # no temporaries left
+        stamp = built[0].stat().st_mtime_ns
+        native_linear.library.cache_clear()
+        assert native_linear.library() is not None and built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+    finally:
+        native_linear.library.cache_clear()
+
+
+def test_without_a_compiler_native_is_refused_with_the_reason_and_auto_does_without(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMA2_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    native_linear.library.cache_clear()
+    try:
+        assert native_linear.library() is None
+        assert native_linear.unavailable_reason() == "CC=no-such-compiler-here is not a command on the PATH"
+        with pytest.raises(ConfigError, match="cpu_kernels native is unavailable: CC=no-such-compiler-here"):
+            pack_linears(copy.deepcopy(model), "native")
+        auto = copy.deepcopy(model)
+        pack_linears(auto, "auto")
+        assert not any(isinstance(m, NativeLinear) for m in auto.modules())
+    finally:
+        native_linear.library.cache_clear()

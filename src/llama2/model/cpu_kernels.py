@@ -1,20 +1,21 @@
-"""oneDNN-packed weights for inference on the CPU (`Llama.from_pretrained(..., cpu_kernels=...)`).
+"""Faster CPU products for inference (`Llama.from_pretrained(..., cpu_kernels=...)`).
 
 PyTorch's default CPU matmul goes through MKL, whose matrix-vector and small-batch products — every
 decode step — read the weights well below the memory bandwidth on some CPUs: about 15 GB/s against
 42 GB/s for a plain sum on the AMD EPYC (Zen 4) of bench/README.md, where oneDNN's product over a
-weight reordered once into its blocked layout runs 1.7x faster at one row and 2-3x at 8 or more.
-On other CPUs MKL wins at one row (Sapphire Rapids in f32). So `auto` times both on the model's own
-weights, on this machine, and packs only where oneDNN is faster; `onednn` always packs; `torch`
-never does.
+weight reordered once into its blocked layout runs 1.7x faster at one row and 2-3x at 8 or more,
+and our own float32 product (`native_linear.py`, compiled on first use) faster again at 1 to 32 rows.
+On other CPUs MKL wins at one row (Sapphire Rapids in f32). So `auto` times the candidates on the
+model's own weights, on this machine, and takes the fastest where it beats MKL; `native` and
+`onednn` choose one outright; `torch` never swaps.
 
-Packing swaps every `nn.Linear` of the model for a `PackedLinear` that holds only the packed weight
-(no extra memory); its state dict gives the dense weight back, so a packed model still saves and
-exports. The products that read the same input are fused first (wq, wk, wv into `wqkv`; w1, w3 into
-`w13`): one call over stacked weights instead of three or two saves a call's fixed cost and streams
-a longer weight, which decoding (a few hundred small products per token) feels. It is for
-inference: a packed weight takes no gradient. Results differ from the unpacked model's only by
-summation order (about 1e-6 relative in f32).
+Swapping replaces every `nn.Linear` of the model by a `PackedLinear` (oneDNN) or a `NativeLinear`
+that holds only its own layout of the weight (no extra memory); its state dict gives the dense
+weight back, so a swapped model still saves and exports. The products that read the same input are
+fused first (wq, wk, wv into `wqkv`; w1, w3 into `w13`): one call over stacked weights instead of
+three or two saves a call's fixed cost and streams a longer weight, which decoding (a few hundred
+small products per token) feels. It is for inference: a swapped weight takes no gradient. Results
+differ from the unswapped model's only by summation order (about 1e-6 relative in f32).
 """
 
 from __future__ import annotations
@@ -29,13 +30,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from llama2.errors import ConfigError
+from llama2.model import native_linear
+from llama2.model.native_linear import NativeLinear
 from llama2.model.transformer import Attention, FeedForward
 
-CpuKernels = Literal["auto", "onednn", "torch"]  # the `cpu_kernels` choice of loading and of training
-CPU_KERNELS = get_args(CpuKernels)
+CpuKernels = Literal["auto", "onednn", "torch"]  # training's `cpu_kernels` choice (train/cpu_matmul.py)
+InferenceKernels = Literal["auto", "native", "onednn", "torch"]  # loading's: native adds our own product
+CPU_KERNELS = get_args(InferenceKernels)
 PACK_BATCH_HINT = 64  # oneDNN picks its blocked layout for this many rows; the fastest at 1-256 rows in our sweep
 CALIBRATION_BYTES = 256e6  # time over at least this much weight (when the model has it), so it comes from memory
-SPEEDUP_NEEDED = 1.05  # `auto` packs only when oneDNN is at least this much faster
+SPEEDUP_NEEDED = 1.05  # `auto` swaps only for a kernel at least this much faster than MKL
 
 
 class PackedLinear(nn.Module):
@@ -71,8 +75,8 @@ def _dense_weight_into_state(module: PackedLinear, state: dict, prefix: str, _me
 FUSED = {Attention: ("wqkv", ("wq", "wk", "wv")), FeedForward: ("w13", ("w1", "w3"))}
 
 
-def fuse_projections(model: nn.Module) -> None:
-    """Replace the linears that read the same input (`FUSED`) by one packed product over their
+def fuse_projections(model: nn.Module, kernel: Callable[[torch.Tensor], nn.Module] = PackedLinear) -> None:
+    """Replace the linears that read the same input (`FUSED`) by one `kernel` product over their
     stacked weights; the state dict still names each one's weight (`_split_into_state`)."""
     for module in model.modules():
         if type(module) not in FUSED:
@@ -84,7 +88,7 @@ def fuse_projections(model: nn.Module) -> None:
         stacked = torch.cat([part.weight.detach() for part in parts])
         for name in names:
             delattr(module, name)
-        setattr(module, fused_name, PackedLinear(stacked))
+        setattr(module, fused_name, kernel(stacked))
         sizes = [part.out_features for part in parts]
         module._register_state_dict_hook(partial(_split_into_state, fused_name, names, sizes))
 
@@ -103,24 +107,38 @@ def onednn_available(model: nn.Module) -> bool:
             and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
-def pack_linears(model: nn.Module, mode: CpuKernels = "auto") -> bool:
-    """Swap the model's linears for `PackedLinear`s as `mode` says (`CPU_KERNELS`); True if packed."""
+def native_available(model: nn.Module) -> bool:
+    """Whether our own product can serve the model: CPU, float32, the library built here."""
+    weight = next((m.weight for m in model.modules() if isinstance(m, nn.Linear)), None)
+    return (weight is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
+            and native_linear.library() is not None)
+
+
+KERNELS: dict[str, Callable[[torch.Tensor], nn.Module]] = {"native": NativeLinear, "onednn": PackedLinear}
+
+
+def pack_linears(model: nn.Module, mode: InferenceKernels = "auto") -> bool:
+    """Swap the model's linears for `NativeLinear`s or `PackedLinear`s as `mode` says (`CPU_KERNELS`);
+    True if swapped."""
     if mode not in CPU_KERNELS:
         raise ConfigError(f"unknown cpu_kernels {mode!r}; choose one of {', '.join(CPU_KERNELS)}")
-    if mode == "torch" or not onednn_available(model):
-        if mode == "onednn":
-            raise ConfigError("cpu_kernels onednn needs a CPU model in float32 or bfloat16 and a torch build with "
-                              "oneDNN; use cpu_kernels auto or torch")
-        return False
-    if mode == "auto" and onednn_speedup(model) < SPEEDUP_NEEDED:
+    if mode == "native" and not native_available(model):
+        reason = native_linear.unavailable_reason() or "it needs a CPU model in float32"
+        raise ConfigError(f"cpu_kernels native is unavailable: {reason}; use cpu_kernels auto or onednn")
+    if mode == "onednn" and not onednn_available(model):
+        raise ConfigError("cpu_kernels onednn needs a CPU model in float32 or bfloat16 and a torch build with "
+                          "oneDNN; use cpu_kernels auto or torch")
+    kernel = fastest_kernel(model) if mode == "auto" else mode
+    if kernel == "torch":
         return False
     if any(type(m) is nn.Linear and m.bias is not None for m in model.modules()):
-        raise ConfigError("cpu_kernels packs the bias-free linears of a Llama model only; use cpu_kernels torch")
-    fuse_projections(model)
+        raise ConfigError(f"cpu_kernels {kernel} swaps the bias-free linears of a Llama model only; use cpu_kernels torch")
+    make = KERNELS[kernel]
+    fuse_projections(model, make)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
-                setattr(parent, name, PackedLinear(child.weight))
+                setattr(parent, name, make(child.weight))
     # The rest (embeddings, norms) may still be views of a memory-mapped checkpoint, which would keep
     # the whole mapping, dense weights included, resident: copy them out so it is let go.
     for param in model.parameters():
@@ -128,10 +146,21 @@ def pack_linears(model: nn.Module, mode: CpuKernels = "auto") -> bool:
     return True
 
 
+def fastest_kernel(model: nn.Module) -> str:
+    """`auto`'s choice: the kernel whose one-row products (decoding) run fastest on the model's own
+    weights here, if it beats `F.linear` by `SPEEDUP_NEEDED`; else "torch"."""
+    candidates = [name for name, usable in (("native", native_available), ("onednn", onednn_available)) if usable(model)]
+    if not candidates:
+        return "torch"
+    speedups = kernel_speedups(model, candidates)
+    best = max(speedups, key=speedups.get)
+    return best if speedups[best] >= SPEEDUP_NEEDED else "torch"
+
+
 @torch.inference_mode()
-def onednn_speedup(model: nn.Module, *, repeats: int = 3) -> float:
-    """How much faster one-row products run over packed weights than through `F.linear`, timed on
-    the model's own widening weights (w1 and w3 of successive layers, the output head), at least
+def kernel_speedups(model: nn.Module, kernels: list[str], *, repeats: int = 3) -> dict[str, float]:
+    """How much faster one-row products run through each of `kernels` than through `F.linear`, timed
+    on the model's own widening weights (w1 and w3 of successive layers, the output head), at least
     `CALIBRATION_BYTES` of them where the model has that many, so they stream from memory as in
     decoding."""
     weights, total = [], 0.0
@@ -142,12 +171,15 @@ def onednn_speedup(model: nn.Module, *, repeats: int = 3) -> float:
             if total >= CALIBRATION_BYTES:
                 break
     if not weights:
-        return 0.0
+        return dict.fromkeys(kernels, 0.0)
     x = torch.randn(1, weights[0].shape[1], dtype=weights[0].dtype)
-    packed = [torch.ops.mkldnn._reorder_linear_weight(w, PACK_BATCH_HINT) for w in weights]
     dense = best_time(lambda: [F.linear(x, w) for w in weights], repeats)
-    onednn = best_time(lambda: [onednn_linear(x, p) for p in packed], repeats)
-    return dense / onednn
+    speedups = {}
+    for name in kernels:
+        swapped = [KERNELS[name](w) for w in weights]
+        speedups[name] = dense / best_time(lambda: [linear(x) for linear in swapped], repeats)
+        swapped = []  # let this kernel's copies go before the next kernel's are made
+    return speedups
 
 
 def best_time(run: Callable[[], object], repeats: int) -> float:

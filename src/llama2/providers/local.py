@@ -82,7 +82,7 @@ class LocalProvider(Provider):
     @classmethod
     def from_spec(cls, spec: str, target: str, **options: object) -> "LocalProvider":
         """Load `target`. Options: dtype, device, seed (presets' weights), tokenizer (a path),
-        cpu_kernels (auto, onednn or torch: `model/cpu_kernels.py`), and
+        cpu_kernels (auto, native, onednn or torch: `model/cpu_kernels.py`), and
         the scheduler's max_batch_size (rows decoding together) and max_queue (requests waiting)."""
         unknown = sorted(set(options) - set(LOAD_OPTIONS) - set(SCHEDULER_OPTIONS))
         if unknown:
