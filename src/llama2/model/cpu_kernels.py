@@ -160,24 +160,25 @@ def fastest_kernel(model: nn.Module) -> str:
 @torch.inference_mode()
 def kernel_speedups(model: nn.Module, kernels: list[str], *, repeats: int = 3) -> dict[str, float]:
     """How much faster one-row products run through each of `kernels` than through `F.linear`, timed
-    on the model's own widening weights (w1 and w3 of successive layers, the output head), at least
-    `CALIBRATION_BYTES` of them where the model has that many, so they stream from memory as in
-    decoding."""
+    on the model's own weights in the order a decoding step reads them (every matrix of successive
+    layers: a call's fixed cost counts as it does in decoding), at least `CALIBRATION_BYTES` of them
+    where the model has that many, so they stream from memory as in decoding."""
     weights, total = [], 0.0
     for module in model.modules():
-        if isinstance(module, nn.Linear) and module.out_features > module.in_features:
+        if isinstance(module, nn.Linear):
             weights.append(module.weight.detach())
             total += module.weight.numel() * module.weight.element_size()
             if total >= CALIBRATION_BYTES:
                 break
     if not weights:
         return dict.fromkeys(kernels, 0.0)
-    x = torch.randn(1, weights[0].shape[1], dtype=weights[0].dtype)
-    dense = best_time(lambda: [F.linear(x, w) for w in weights], repeats)
+    rows = {width: torch.randn(1, width, dtype=weights[0].dtype) for width in {w.shape[1] for w in weights}}
+    inputs = [rows[w.shape[1]] for w in weights]
+    dense = best_time(lambda: [F.linear(x, w) for x, w in zip(inputs, weights)], repeats)
     speedups = {}
     for name in kernels:
         swapped = [KERNELS[name](w) for w in weights]
-        speedups[name] = dense / best_time(lambda: [linear(x) for linear in swapped], repeats)
+        speedups[name] = dense / best_time(lambda: [linear(x) for x, linear in zip(inputs, swapped)], repeats)
         swapped = []  # let this kernel's copies go before the next kernel's are made
     return speedups
 
