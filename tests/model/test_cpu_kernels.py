@@ -1,7 +1,7 @@
 """Swapped CPU products (`model/cpu_kernels.py`): oneDNN's packed weights and our native float32
 product give the same logits and greedy tokens as the plain model, put the dense weights back in
 the state dict (so a swapped model saves), and the modes are checked. The native library itself
-(`model/native_linear.py`): against `F.linear` at awkward shapes, built once into its cache, and
+(`model/native.py`): against `F.linear` at awkward shapes, built once into its cache, and
 refused with its reason where it cannot be built."""
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from llama2.api import Llama
 from llama2.errors import ConfigError
-from llama2.model import native_linear
+from llama2.model import native
 from llama2.model.config import get_preset
 from llama2.model.cpu_kernels import (PackedLinear, kernel_speedups, native_available, onednn_available,
                                       pack_linears)
-from llama2.model.native_linear import NativeLinear
+from llama2.model.native import NativeLinear
 from llama2.model.transformer import Transformer
 from llama2.types import SamplingParams
 
@@ -29,7 +30,7 @@ CLASSES = {"onednn": PackedLinear, "native": NativeLinear}
 # Skipped where this machine cannot build them (no C compiler), except under CI, which has one (it
 # builds llama.cpp): there a missing library fails the tests.
 needs_native = pytest.mark.skipif(not AVAILABLE["native"] and not os.environ.get("CI"),
-                                  reason=f"native kernels unavailable: {native_linear.unavailable_reason()}")
+                                  reason=f"native kernels unavailable: {native.unavailable_reason()}")
 
 
 def kernel_params(*dtypes):
@@ -122,29 +123,61 @@ def test_native_product_equals_f_linear(rows, out_features, in_features):
 @needs_native
 def test_the_library_is_built_once_into_its_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMA2_KERNEL_CACHE", str(tmp_path))
-    native_linear.library.cache_clear()
+    native.library.cache_clear()
     try:
-        assert native_linear.library() is not None
-        built = list(tmp_path.glob("native_linear-*.so"))
+        assert native.library() is not None
+        built = list(tmp_path.glob("native_kernels-*.so"))
         assert len(built) == 1 and not [p for p in tmp_path.iterdir() if p not in built]  # no temporaries left
         stamp = built[0].stat().st_mtime_ns
-        native_linear.library.cache_clear()
-        assert native_linear.library() is not None and built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+        native.library.cache_clear()
+        assert native.library() is not None and built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
     finally:
-        native_linear.library.cache_clear()
+        native.library.cache_clear()
 
 
 def test_without_a_compiler_native_is_refused_with_the_reason_and_auto_does_without(model, tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMA2_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "no-such-compiler-here")
-    native_linear.library.cache_clear()
+    native.library.cache_clear()
     try:
-        assert native_linear.library() is None
-        assert native_linear.unavailable_reason() == "CC=no-such-compiler-here is not a command on the PATH"
+        assert native.library() is None
+        assert native.unavailable_reason() == "CC=no-such-compiler-here is not a command on the PATH"
         with pytest.raises(ConfigError, match="cpu_kernels native is unavailable: CC=no-such-compiler-here"):
             pack_linears(copy.deepcopy(model), "native")
         auto = copy.deepcopy(model)
         pack_linears(auto, "auto")
         assert not any(isinstance(m, NativeLinear) for m in auto.modules())
     finally:
-        native_linear.library.cache_clear()
+        native.library.cache_clear()
+
+
+@needs_native
+@pytest.mark.parametrize("heads, kv_heads, head_dim", [(12, 12, 64), (8, 2, 16), (6, 3, 12)])
+def test_native_decode_attention_equals_the_fused_kernel(heads, kv_heads, head_dim):
+    """One query per row and head over cache views (slots beyond the read ones present, as in the
+    cache), grouped-query heads, a head width off the 16-wide vectors, with and without a mask."""
+    generator = torch.Generator().manual_seed(heads * 100 + head_dim)
+    batch, slots, capacity = 3, 21, 40
+    cache_k = torch.randn(batch, kv_heads, capacity, head_dim, generator=generator)
+    cache_v = torch.randn(batch, kv_heads, capacity, head_dim, generator=generator)
+    keys, values = cache_k[:, :, :slots], cache_v[:, :, :slots]
+    q = torch.randn(batch, heads, 1, head_dim, generator=generator)
+    mask = (torch.arange(slots) <= torch.tensor([20, 7, 13])[:, None])[:, None, None]  # rows at different positions
+    for m in (None, mask):
+        expected = F.scaled_dot_product_attention(q, keys, values, attn_mask=m, enable_gqa=kv_heads < heads)
+        torch.testing.assert_close(native.decode_attention(q, keys, values, m), expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_native
+def test_a_native_model_attends_natively_only_while_decoding(model):
+    swapped = copy.deepcopy(model)
+    pack_linears(swapped, "native")
+    calls = []
+    for module in swapped.modules():
+        if getattr(module, "decode_attention", None) is not None:
+            module.decode_attention = lambda *a, _f=module.decode_attention: calls.append(1) or _f(*a)
+    greedy = SamplingParams(max_new_tokens=5, temperature=0)
+    prompts = [[1, 7, 9], [1, 4, 4, 4, 2, 11]]
+    got = [r.tokens for r in Llama(swapped, None).engine.generate(prompts, greedy)]
+    assert got == [r.tokens for r in Llama(model, None).engine.generate(prompts, greedy)]
+    assert len(calls) == 4 * swapped.args.n_layers  # 4 decode steps after each row's prefill; prefill uses attend

@@ -4,14 +4,15 @@ PyTorch's default CPU matmul goes through MKL, whose matrix-vector and small-bat
 decode step — read the weights well below the memory bandwidth on some CPUs: about 15 GB/s against
 42 GB/s for a plain sum on the AMD EPYC (Zen 4) of bench/README.md, where oneDNN's product over a
 weight reordered once into its blocked layout runs 1.7x faster at one row and 2-3x at 8 or more,
-and our own float32 product (`native_linear.py`, compiled on first use) faster again at 1 to 32 rows.
+and our own float32 product (`native.py`, compiled on first use) faster again at 1 to 32 rows.
 On other CPUs MKL wins at one row (Sapphire Rapids in f32). So `auto` times the candidates on the
 model's own weights, on this machine, and takes the fastest where it beats MKL; `native` and
 `onednn` choose one outright; `torch` never swaps.
 
 Swapping replaces every `nn.Linear` of the model by a `PackedLinear` (oneDNN) or a `NativeLinear`
 that holds only its own layout of the weight (no extra memory); its state dict gives the dense
-weight back, so a swapped model still saves and exports. The products that read the same input are
+weight back, so a swapped model still saves and exports. The native choice also gives each
+attention layer the native decoding attention (`Attention.decode_attention`). The products that read the same input are
 fused first (wq, wk, wv into `wqkv`; w1, w3 into `w13`): one call over stacked weights instead of
 three or two saves a call's fixed cost and streams a longer weight, which decoding (a few hundred
 small products per token) feels. It is for inference: a swapped weight takes no gradient. Results
@@ -30,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from llama2.errors import ConfigError
-from llama2.model import native_linear
-from llama2.model.native_linear import NativeLinear
+from llama2.model import native
+from llama2.model.native import NativeLinear
 from llama2.model.transformer import Attention, FeedForward
 
 CpuKernels = Literal["auto", "onednn", "torch"]  # training's `cpu_kernels` choice (train/cpu_matmul.py)
@@ -111,7 +112,7 @@ def native_available(model: nn.Module) -> bool:
     """Whether our own product can serve the model: CPU, float32, the library built here."""
     weight = next((m.weight for m in model.modules() if isinstance(m, nn.Linear)), None)
     return (weight is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
-            and native_linear.library() is not None)
+            and native.library() is not None)
 
 
 KERNELS: dict[str, Callable[[torch.Tensor], nn.Module]] = {"native": NativeLinear, "onednn": PackedLinear}
@@ -123,7 +124,7 @@ def pack_linears(model: nn.Module, mode: InferenceKernels = "auto") -> bool:
     if mode not in CPU_KERNELS:
         raise ConfigError(f"unknown cpu_kernels {mode!r}; choose one of {', '.join(CPU_KERNELS)}")
     if mode == "native" and not native_available(model):
-        reason = native_linear.unavailable_reason() or "it needs a CPU model in float32"
+        reason = native.unavailable_reason() or "it needs a CPU model in float32"
         raise ConfigError(f"cpu_kernels native is unavailable: {reason}; use cpu_kernels auto or onednn")
     if mode == "onednn" and not onednn_available(model):
         raise ConfigError("cpu_kernels onednn needs a CPU model in float32 or bfloat16 and a torch build with "
@@ -135,6 +136,10 @@ def pack_linears(model: nn.Module, mode: InferenceKernels = "auto") -> bool:
         raise ConfigError(f"cpu_kernels {kernel} swaps the bias-free linears of a Llama model only; use cpu_kernels torch")
     make = KERNELS[kernel]
     fuse_projections(model, make)
+    if kernel == "native":
+        for module in model.modules():
+            if isinstance(module, Attention):
+                module.decode_attention = native.decode_attention
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:

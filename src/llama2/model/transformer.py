@@ -9,6 +9,7 @@ Meta's (`tok_embeddings`, `layers.N.attention.wq`, ...), so Meta checkpoints loa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -72,7 +73,8 @@ def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
 
 class Attention(nn.Module):
     """`wqkv`, when set (`cpu_kernels.fuse_projections`, for inference), computes wq, wk and wv as one
-    product over their stacked weights and replaces them."""
+    product over their stacked weights and replaces them. `decode_attention`, when set (the native
+    CPU kernels), attends for one new token per row over the KV cache in place of `attend`."""
 
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
@@ -82,6 +84,7 @@ class Attention(nn.Module):
         self.wv = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(self.n_heads * self.head_dim, args.dim, bias=False)
         self.wqkv: nn.Module | None = None
+        self.decode_attention: Callable[..., torch.Tensor] | None = None
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys and values `(B, T, heads, hd)`."""
@@ -113,8 +116,11 @@ class Attention(nn.Module):
             cache.write(layer, k, v, start_pos, positions)
             kv_len = mask.shape[-1] if mask is not None else start_pos + seqlen
             keys, values = cache.read(layer, batch, kv_len)
-        causal = mask is None and keys.shape[2] == seqlen and seqlen > 1
-        out = attend(q.transpose(1, 2), keys.to(q.dtype), values.to(q.dtype), mask, causal)  # (B, nh, T, hd)
+        if self.decode_attention is not None and cache is not None and seqlen == 1 and (mask is None or mask.shape[1] == 1):
+            out = self.decode_attention(q.transpose(1, 2), keys, values, mask)
+        else:
+            causal = mask is None and keys.shape[2] == seqlen and seqlen > 1
+            out = attend(q.transpose(1, 2), keys.to(q.dtype), values.to(q.dtype), mask, causal)  # (B, nh, T, hd)
         return self.wo(out.transpose(1, 2).reshape(batch, seqlen, -1))
 
 

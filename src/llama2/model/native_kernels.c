@@ -1,4 +1,4 @@
-/* y = x @ w.T in float32 over a weight in column blocks (model/native_linear.py builds and loads this).
+/* y = x @ w.T in float32 over a weight in column blocks (model/native.py builds and loads this).
  *
  * The weight (N, K) is stored as (ceil(N / 32), K, 32): block b holds outputs 32b..32b+31, and for each
  * k their 32 weights side by side (zero rows pad the last block). A block is then read front to back
@@ -62,4 +62,64 @@ void native_linear_f32(const float *x, const float *w, float *y, int64_t M, int6
             TILES[rows](x + m0 * K, K, block, y + m0 * N + b * BLOCK, N, cols);
         }
     }
+}
+
+/* Decoding attention: one query per (row, head) over the first S slots of a KV cache.
+ *
+ * q and out are (B, H, D) contiguous; k and v point at slot 0 of row 0, head 0 of the cache, with
+ * `row_stride` and `head_stride` between rows and kv heads and D between slots (the cache's
+ * (B, n_kv, S_max, D) layout); query head h reads kv head h / (H / n_kv) (grouped-query attention).
+ * `mask` (B, S), 1 = attend, or NULL for all S. softmax(q.k * scale) in float32, then the weighted
+ * sum of values — what PyTorch's fused kernel computes, without its per-problem set-up, which at
+ * batch 8 (96 problems of one query per layer) cost more than reading the cache. */
+#include <math.h>
+#include <stdlib.h>
+
+static inline float dot(const float *a, const float *b, int64_t D) {
+    if (D % 16 == 0) {
+        vec_unaligned acc = {0};
+        for (int64_t d = 0; d < D; d += 16) acc += *(const vec_unaligned *)(a + d) * *(const vec_unaligned *)(b + d);
+        float s = 0;
+        for (int i = 0; i < 16; i++) s += acc[i];
+        return s;
+    }
+    float s = 0;
+    for (int64_t d = 0; d < D; d++) s += a[d] * b[d];
+    return s;
+}
+
+int native_decode_attention_f32(const float *q, const float *k, const float *v, const unsigned char *mask, float *out,
+                                int64_t B, int64_t H, int64_t n_kv, int64_t S, int64_t D, int64_t row_stride,
+                                int64_t head_stride, float scale, int threads) {
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        float *p = malloc(sizeof(float) * (S > 0 ? S : 1));
+        if (p == NULL) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < B * H; bh++) {
+            if (p == NULL) continue;
+            int64_t b = bh / H, h = bh % H, g = h / (H / n_kv);
+            const float *qh = q + bh * D, *kh = k + b * row_stride + g * head_stride, *vh = v + b * row_stride + g * head_stride;
+            const unsigned char *mb = mask ? mask + b * S : NULL;
+            float top = -INFINITY, total = 0;
+            for (int64_t s = 0; s < S; s++) {
+                p[s] = (mb && !mb[s]) ? -INFINITY : dot(qh, kh + s * D, D) * scale;
+                if (p[s] > top) top = p[s];
+            }
+            float *o = out + bh * D;
+            for (int64_t d = 0; d < D; d++) o[d] = 0;
+            if (top == -INFINITY) continue; /* no slot to attend: zeros */
+            for (int64_t s = 0; s < S; s++) {
+                float e = p[s] == -INFINITY ? 0 : expf(p[s] - top);
+                total += e;
+                if (e == 0) continue;
+                const float *vs = vh + s * D;
+                for (int64_t d = 0; d < D; d++) o[d] += e * vs[d];
+            }
+            for (int64_t d = 0; d < D; d++) o[d] /= total;
+        }
+        free(p);
+    }
+    return failed;
 }
