@@ -152,7 +152,7 @@ def test_without_a_compiler_native_is_refused_with_the_reason_and_auto_does_with
 
 
 @needs_native
-@pytest.mark.parametrize("heads, kv_heads, head_dim", [(12, 12, 64), (8, 2, 16), (6, 3, 12)])
+@pytest.mark.parametrize("heads, kv_heads, head_dim", [(12, 12, 64), (4, 2, 128), (8, 2, 16), (6, 3, 12)])
 def test_native_decode_attention_equals_the_fused_kernel(heads, kv_heads, head_dim):
     """One query per row and head over cache views (slots beyond the read ones present, as in the
     cache), grouped-query heads, a head width off the 16-wide vectors, with and without a mask."""

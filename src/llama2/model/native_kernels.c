@@ -75,17 +75,49 @@ void native_linear_f32(const float *x, const float *w, float *y, int64_t M, int6
 #include <math.h>
 #include <stdlib.h>
 
+#ifndef AHEAD
+#define AHEAD 8 /* slots */
+#endif
+
+typedef float half_vec __attribute__((vector_size(32)));
+typedef float quarter_vec __attribute__((vector_size(16)));
+
+/* The sum of a vector's 16 lanes as a tree of halvings (a lane-by-lane sum is a chain of 15 adds). */
+static inline float lane_sum(vec_unaligned v) {
+    half_vec lo, hi;
+    __builtin_memcpy(&lo, &v, sizeof lo);
+    __builtin_memcpy(&hi, (const char *)&v + sizeof lo, sizeof hi);
+    lo += hi;
+    quarter_vec a, b;
+    __builtin_memcpy(&a, &lo, sizeof a);
+    __builtin_memcpy(&b, (const char *)&lo + sizeof a, sizeof b);
+    a += b;
+    return (a[0] + a[2]) + (a[1] + a[3]);
+}
+
 static inline float dot(const float *a, const float *b, int64_t D) {
     if (D % 16 == 0) {
         vec_unaligned acc = {0};
         for (int64_t d = 0; d < D; d += 16) acc += *(const vec_unaligned *)(a + d) * *(const vec_unaligned *)(b + d);
-        float s = 0;
-        for (int i = 0; i < 16; i++) s += acc[i];
-        return s;
+        return lane_sum(acc);
     }
     float s = 0;
     for (int64_t d = 0; d < D; d++) s += a[d] * b[d];
     return s;
+}
+
+/* o = sum_s p[s] * v[s] / total over rows of n 16-wide vectors, the output row held in registers
+   (n is a constant at each call, so the loops unroll). */
+static inline __attribute__((always_inline)) void weighted_rows(const float *v, const float *p, int64_t S, int n,
+                                                                 float total, float *o) {
+    vec_unaligned acc[8];
+    for (int i = 0; i < n; i++) acc[i] = (vec_unaligned){0};
+    for (int64_t s = 0; s < S; s++) {
+        const float *vs = v + s * n * 16;
+        for (int i = 0; i < n; i++) __builtin_prefetch(vs + (AHEAD * n + i) * 16);
+        for (int i = 0; i < n; i++) acc[i] += *(const vec_unaligned *)(vs + 16 * i) * p[s];
+    }
+    for (int i = 0; i < n; i++) *(vec_unaligned *)(o + 16 * i) = acc[i] / total;
 }
 
 int native_decode_attention_f32(const float *q, const float *k, const float *v, const unsigned char *mask, float *out,
@@ -104,20 +136,31 @@ int native_decode_attention_f32(const float *q, const float *k, const float *v, 
             const unsigned char *mb = mask ? mask + b * S : NULL;
             float top = -INFINITY, total = 0;
             for (int64_t s = 0; s < S; s++) {
+                /* Slots are short runs (a few KB per head), too short for the hardware prefetcher to
+                   ramp up on: fetch keys and values a few slots ahead. */
+                for (int64_t line = 0; line < D; line += 16) __builtin_prefetch(kh + (s + AHEAD) * D + line);
                 p[s] = (mb && !mb[s]) ? -INFINITY : dot(qh, kh + s * D, D) * scale;
                 if (p[s] > top) top = p[s];
             }
             float *o = out + bh * D;
-            for (int64_t d = 0; d < D; d++) o[d] = 0;
-            if (top == -INFINITY) continue; /* no slot to attend: zeros */
-            for (int64_t s = 0; s < S; s++) {
-                float e = p[s] == -INFINITY ? 0 : expf(p[s] - top);
-                total += e;
-                if (e == 0) continue;
-                const float *vs = vh + s * D;
-                for (int64_t d = 0; d < D; d++) o[d] += e * vs[d];
+            if (top == -INFINITY) { /* no slot to attend: zeros */
+                for (int64_t d = 0; d < D; d++) o[d] = 0;
+                continue;
             }
-            for (int64_t d = 0; d < D; d++) o[d] /= total;
+            for (int64_t s = 0; s < S; s++) {
+                p[s] = expf(p[s] - top); /* exp(-inf) = 0 for masked slots */
+                total += p[s];
+            }
+            if (D == 64) {
+                weighted_rows(vh, p, S, 4, total, o);
+            } else if (D == 128) {
+                weighted_rows(vh, p, S, 8, total, o);
+            } else {
+                for (int64_t d = 0; d < D; d++) o[d] = 0;
+                for (int64_t s = 0; s < S; s++)
+                    for (int64_t d = 0; d < D; d++) o[d] += p[s] * vh[s * D + d];
+                for (int64_t d = 0; d < D; d++) o[d] /= total;
+            }
         }
         free(p);
     }
