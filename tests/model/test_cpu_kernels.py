@@ -118,6 +118,24 @@ def test_native_product_equals_f_linear(rows, out_features, in_features):
     assert torch.equal(linear.weight, weight)
     with pytest.raises(TypeError, match="NativeLinear multiplies float32 CPU tensors; got torch.bfloat16"):
         linear(x.to(torch.bfloat16))
+    with pytest.raises(RuntimeError, match="NativeLinear is for inference and takes no gradient"):
+        linear(x.requires_grad_())
+
+
+@needs_native
+def test_native_kernels_write_float32_whatever_the_default_dtype():
+    weight, x = torch.randn(40, 24), torch.randn(5, 24)
+    linear = NativeLinear(weight)
+    q, k, v = torch.randn(2, 4, 1, 16), torch.randn(2, 4, 9, 16), torch.randn(2, 4, 9, 16)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        product, attended = linear(x), native.decode_attention(q, k, v, None)
+    finally:
+        torch.set_default_dtype(previous)
+    assert product.dtype == attended.dtype == torch.float32
+    torch.testing.assert_close(product, x @ weight.T, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(attended, F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-5)
 
 
 @needs_native

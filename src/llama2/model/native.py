@@ -131,8 +131,11 @@ class NativeLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.float32 or x.device.type != "cpu":
             raise TypeError(f"NativeLinear multiplies float32 CPU tensors; got {x.dtype} on {x.device}")
+        if x.requires_grad and torch.is_grad_enabled():  # the product has no backward: never drop a gradient silently
+            raise RuntimeError("NativeLinear is for inference and takes no gradient; load the model with "
+                               "cpu_kernels='torch' to train it or to differentiate through it")
         rows = x.reshape(-1, self.in_features).contiguous()
-        out = torch.empty(rows.shape[0], self.out_features)
+        out = torch.empty(rows.shape[0], self.out_features, dtype=torch.float32)
         self._lib.native_linear_f32(rows.data_ptr(), self.blocked.data_ptr(), out.data_ptr(), rows.shape[0],
                                     self.out_features, self.in_features, torch.get_num_threads())
         return out.view(*x.shape[:-1], self.out_features)
@@ -162,7 +165,7 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
                          f"{q.dtype}/{keys.dtype} with key strides {keys.stride()}")
     queries = q.contiguous()
     allowed = None if mask is None else mask.reshape(batch, slots).to(torch.uint8).contiguous()
-    out = torch.empty(batch, heads, 1, head_dim)
+    out = torch.empty(batch, heads, 1, head_dim, dtype=torch.float32)
     failed = lib.native_decode_attention_f32(
         queries.data_ptr(), keys.data_ptr(), values.data_ptr(), None if allowed is None else allowed.data_ptr(),
         out.data_ptr(), batch, heads, kv_heads, slots, head_dim, keys.stride(0), keys.stride(1),
