@@ -37,6 +37,7 @@ _reason: list[str] = []  # why the library is unavailable, once `library()` has 
 
 
 def cache_dir() -> Path:
+    """Where built libraries are kept: `$LLAMA2_KERNEL_CACHE`, else the user's cache directory."""
     if os.environ.get("LLAMA2_KERNEL_CACHE"):
         return Path(os.environ["LLAMA2_KERNEL_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llama2" / "kernels"
