@@ -268,7 +268,27 @@ def worker(job: dict) -> dict:
     return result
 
 
-MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise")
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise", "native::linear")
+
+
+def label_native_kernels(model) -> None:
+    """Make the native kernels (ctypes calls, which torch.profiler does not see) show as ops:
+    `native::linear` with the weight's shape as its second input, and `native::decode_attention`."""
+    from torch.profiler import record_function
+
+    from llama2.model.native import NativeLinear
+
+    def labelled(name: str, run, shape=None):
+        def call(*args):
+            with record_function(name if shape is None else f"{name} {json.dumps(shape)}"):
+                return run(*args)
+        return call
+
+    for module in model.modules():
+        if isinstance(module, NativeLinear):
+            module.forward = labelled("native::linear", module.forward, [module.out_features, module.in_features])
+        if getattr(module, "decode_attention", None) is not None:
+            module.decode_attention = labelled("native::decode_attention", module.decode_attention)
 
 
 def profile_worker(job: dict) -> dict:
@@ -306,11 +326,22 @@ def profile_worker(job: dict) -> dict:
         walls.append(decode_steps())
     step_s = min(wall for wall, noise in walls if noise < QUIET_CORES) if any(n < QUIET_CORES for _, n in walls) else min(walls)[0]
     wait_until_quiet(max_wait_s=job["max_wait"], log=lambda text: print(text, file=sys.stderr))
+    label_native_kernels(engine.model)
     profiler = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
     profiled_s, noise = decode_steps(profiler)
     def per_step(events, by_shape: bool) -> list[dict]:
-        ops = [{"name": e.key, "shapes": e.input_shapes if by_shape else None, "calls": e.count / steps,
-                "self_ms": e.self_cpu_time_total / 1e3 / steps} for e in events]
+        ops = []
+        for e in events:
+            name, _, weight = e.key.partition(" ")  # a native product's label carries its weight's shape
+            shapes = ([[], json.loads(weight)] if weight else e.input_shapes) if by_shape else None
+            ops.append({"name": name, "shapes": shapes, "calls": e.count / steps, "self_ms": e.self_cpu_time_total / 1e3 / steps})
+        if not by_shape:  # one row per op: the native products' per-shape labels summed
+            merged: dict[str, dict] = {}
+            for op in ops:
+                row = merged.setdefault(op["name"], {**op, "calls": 0.0, "self_ms": 0.0})
+                row["calls"] += op["calls"]
+                row["self_ms"] += op["self_ms"]
+            ops = list(merged.values())
         return sorted(ops, key=lambda op: -op["self_ms"])
 
     by_name = per_step(profiler.key_averages(), by_shape=False)
