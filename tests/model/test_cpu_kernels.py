@@ -20,8 +20,8 @@ from llama2.model import native
 from llama2.model.config import get_preset
 from llama2.model.cpu_kernels import (PackedLinear, kernel_speedups, native_available, onednn_available,
                                       pack_linears)
-from llama2.model.native import NativeLinear
-from llama2.model.transformer import Transformer
+from llama2.model.native import NativeLinear, NativeRMSNorm
+from llama2.model.transformer import RMSNorm, Transformer
 from llama2.types import SamplingParams
 
 TINY = Transformer.random(get_preset("tiny"))
@@ -57,6 +57,9 @@ def test_swapped_model_gives_the_same_logits_and_greedy_tokens(model, kernel, dt
     assert {name for name, _ in layer.named_children()} >= {"attention", "feed_forward"}
     assert {name for name, _ in layer.attention.named_children()} == {"wqkv", "wo"}
     assert {name for name, _ in layer.feed_forward.named_children()} == {"w13", "w2"}
+    norms = [m for m in swapped.modules() if isinstance(m, RMSNorm)]
+    assert len(norms) == 2 * plain.args.n_layers + 1
+    assert all(isinstance(m, NativeRMSNorm) for m in norms) == (kernel == "native")
     tokens = torch.randint(3, plain.args.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         expected, got = plain(tokens), swapped(tokens)
@@ -199,3 +202,22 @@ def test_a_native_model_attends_natively_only_while_decoding(model):
     got = [r.tokens for r in Llama(swapped, None).engine.generate(prompts, greedy)]
     assert got == [r.tokens for r in Llama(model, None).engine.generate(prompts, greedy)]
     assert len(calls) == 4 * swapped.args.n_layers  # 4 decode steps after each row's prefill; prefill uses attend
+
+
+@needs_native
+@pytest.mark.parametrize("dim", [768, 20])
+def test_native_rms_norm_equals_the_norm_and_steps_aside_for_other_work(dim):
+    """The same values as `RMSNorm` (widths on and off the 16-wide vectors); bfloat16 and inputs
+    that need a gradient go to PyTorch's norm, so training through a swapped norm still works."""
+    norm = RMSNorm(dim, 1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(dim) + 0.5)
+    native_norm = NativeRMSNorm.replacing(norm)
+    assert native_norm.weight is norm.weight and native_norm.state_dict().keys() == norm.state_dict().keys()
+    x = torch.randn(3, 5, dim, generator=torch.Generator().manual_seed(dim))
+    with torch.inference_mode():
+        torch.testing.assert_close(native_norm(x), norm(x), rtol=1e-6, atol=1e-6)
+        assert torch.equal(native_norm(x.to(torch.bfloat16)), norm(x.to(torch.bfloat16)))
+    grad_input = x.clone().requires_grad_()
+    native_norm(grad_input).sum().backward()
+    assert grad_input.grad is not None and norm.weight.grad is not None

@@ -12,7 +12,8 @@ model's own weights, on this machine, and takes the fastest where it beats MKL; 
 Swapping replaces every `nn.Linear` of the model by a `PackedLinear` (oneDNN) or a `NativeLinear`
 that holds only its own layout of the weight (no extra memory); its state dict gives the dense
 weight back, so a swapped model still saves and exports. The native choice also gives each
-attention layer the native decoding attention (`Attention.decode_attention`). The products that read the same input are
+attention layer the native decoding attention (`Attention.decode_attention`) and swaps the norms
+for `NativeRMSNorm`s (same weights). The products that read the same input are
 fused first (wq, wk, wv into `wqkv`; w1, w3 into `w13`): one call over stacked weights instead of
 three or two saves a call's fixed cost and streams a longer weight, which decoding (a few hundred
 small products per token) feels. It is for inference: a swapped weight takes no gradient. Results
@@ -32,8 +33,8 @@ from torch import nn
 
 from llama2.errors import ConfigError
 from llama2.model import native
-from llama2.model.native import NativeLinear
-from llama2.model.transformer import Attention, FeedForward
+from llama2.model.native import NativeLinear, NativeRMSNorm
+from llama2.model.transformer import Attention, FeedForward, RMSNorm
 
 CpuKernels = Literal["auto", "onednn", "torch"]  # training's `cpu_kernels` choice (train/cpu_matmul.py)
 InferenceKernels = Literal["auto", "native", "onednn", "torch"]  # loading's: native adds our own product
@@ -137,9 +138,12 @@ def pack_linears(model: nn.Module, mode: InferenceKernels = "auto") -> bool:
     make = KERNELS[kernel]
     fuse_projections(model, make)
     if kernel == "native":
-        for module in model.modules():
+        for module in list(model.modules()):
             if isinstance(module, Attention):
                 module.decode_attention = native.decode_attention
+            for name, child in list(module.named_children()):
+                if type(child) is RMSNorm:
+                    setattr(module, name, NativeRMSNorm.replacing(child))
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:

@@ -166,3 +166,25 @@ int native_decode_attention_f32(const float *q, const float *k, const float *v, 
     }
     return failed;
 }
+
+/* RMSNorm of each row of x (rows, dim) into y: x / sqrt(mean(x^2) + eps) * w, in float32. One call
+ * instead of the six small ops PyTorch's CPU norm runs, 25 times per decoding step. */
+void native_rms_norm_f32(const float *x, const float *w, float *y, int64_t rows, int64_t dim, float eps) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * dim;
+        float *yr = y + r * dim;
+        float squares = 0;
+        int64_t d = 0;
+        if (dim >= 16) {
+            vec_unaligned acc = {0};
+            for (; d + 16 <= dim; d += 16) {
+                vec_unaligned v = *(const vec_unaligned *)(xr + d);
+                acc += v * v;
+            }
+            squares = lane_sum(acc);
+        }
+        for (; d < dim; d++) squares += xr[d] * xr[d];
+        float scale = 1.0f / sqrtf(squares / (float)dim + eps);
+        for (d = 0; d < dim; d++) yr[d] = xr[d] * scale * w[d];
+    }
+}
