@@ -13,10 +13,10 @@ Swapping replaces every `nn.Linear` of the model by a `PackedLinear` (oneDNN) or
 that holds only its own layout of the weight (no extra memory); its state dict gives the dense
 weight back, so a swapped model still saves and exports. The native choice also gives each
 attention layer the native decoding attention (`Attention.decode_attention`) and swaps the norms
-for `NativeRMSNorm`s (same weights). The products that read the same input are
-fused first (wq, wk, wv into `wqkv`; w1, w3 into `w13`): one call over stacked weights instead of
-three or two saves a call's fixed cost and streams a longer weight, which decoding (a few hundred
-small products per token) feels. It is for inference: a swapped weight takes no gradient. Results
+for `NativeRMSNorm`s (same weights). The products that read the same input are fused first (wq,
+wk, wv into `wqkv`; w1, w3 into `w13`): one call over stacked weights instead of three or two saves
+a call's fixed cost and streams a longer weight, which decoding (a few hundred small products per
+token) feels. It is for inference: a swapped weight takes no gradient. Results
 differ from the unswapped model's only by summation order (about 1e-6 relative in f32).
 """
 
@@ -120,8 +120,8 @@ KERNELS: dict[str, Callable[[torch.Tensor], nn.Module]] = {"native": NativeLinea
 
 
 def pack_linears(model: nn.Module, mode: InferenceKernels = "auto") -> bool:
-    """Swap the model's linears for `NativeLinear`s or `PackedLinear`s as `mode` says (`CPU_KERNELS`);
-    True if swapped."""
+    """Swap the model's linears for `NativeLinear`s or `PackedLinear`s as `mode` says (`CPU_KERNELS`),
+    and for native its norms and decoding attention too; True if swapped."""
     if mode not in CPU_KERNELS:
         raise ConfigError(f"unknown cpu_kernels {mode!r}; choose one of {', '.join(CPU_KERNELS)}")
     if mode == "native" and not native_available(model):
