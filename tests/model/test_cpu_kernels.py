@@ -121,8 +121,11 @@ def test_native_product_equals_f_linear(rows, out_features, in_features):
     assert torch.equal(linear.weight, weight)
     with pytest.raises(TypeError, match="NativeLinear multiplies float32 CPU tensors; got torch.bfloat16"):
         linear(x.to(torch.bfloat16))
+    torch.testing.assert_close(copy.deepcopy(linear)(x), linear(x), rtol=0, atol=0)  # a swapped model can be copied
+    traced = linear(x.requires_grad_())  # the forward runs in grad mode (as a packed model's does) ...
+    torch.testing.assert_close(traced, expected, rtol=1e-5, atol=rounding)
     with pytest.raises(RuntimeError, match="NativeLinear is for inference and takes no gradient"):
-        linear(x.requires_grad_())
+        traced.sum().backward()  # ... but a backward through it says why it cannot, never a silent zero
 
 
 @needs_native

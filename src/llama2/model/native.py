@@ -122,7 +122,6 @@ class NativeLinear(nn.Module):
         lib = library()
         if lib is None:
             raise RuntimeError(f"the native kernels are unavailable: {unavailable_reason()}")
-        self._lib = lib
         self.out_features, self.in_features = weight.shape
         block = lib.native_block_size()
         padded = torch.cat([weight.detach(), weight.new_zeros(-self.out_features % block, self.in_features)])
@@ -137,17 +136,33 @@ class NativeLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.float32 or x.device.type != "cpu":
             raise TypeError(f"NativeLinear multiplies float32 CPU tensors; got {x.dtype} on {x.device}")
-        if x.requires_grad and torch.is_grad_enabled():  # the product has no backward: never drop a gradient silently
-            raise RuntimeError("NativeLinear is for inference and takes no gradient; load the model with "
-                               "cpu_kernels='torch' to train it or to differentiate through it")
-        rows = x.reshape(-1, self.in_features).contiguous()
+        if x.requires_grad and torch.is_grad_enabled():
+            return _NoBackward.apply(x, self)
+        return self.product(x)
+
+    def product(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.detach().reshape(-1, self.in_features).contiguous()
         out = torch.empty(rows.shape[0], self.out_features, dtype=torch.float32)
-        self._lib.native_linear_f32(rows.data_ptr(), self.blocked.data_ptr(), out.data_ptr(), rows.shape[0],
+        library().native_linear_f32(rows.data_ptr(), self.blocked.data_ptr(), out.data_ptr(), rows.shape[0],
                                     self.out_features, self.in_features, torch.get_num_threads())
         return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, native=float32"
+
+
+class _NoBackward(torch.autograd.Function):
+    """A native product inside an autograd graph: the forward runs, and a backward through it fails
+    with a message — the product has no gradient, and dropping it silently would train nothing."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, linear: NativeLinear) -> torch.Tensor:
+        return linear.product(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> None:
+        raise RuntimeError("NativeLinear is for inference and takes no gradient; load the model with "
+                           "cpu_kernels='torch' to train it or to differentiate through it")
 
 
 def _dense_weight_into_state(module: NativeLinear, state: dict, prefix: str, _metadata) -> None:

@@ -116,7 +116,8 @@ class Attention(nn.Module):
             cache.write(layer, k, v, start_pos, positions)
             kv_len = mask.shape[-1] if mask is not None else start_pos + seqlen
             keys, values = cache.read(layer, batch, kv_len)
-        if self.decode_attention is not None and cache is not None and seqlen == 1 and (mask is None or mask.shape[1] == 1):
+        if (self.decode_attention is not None and cache is not None and seqlen == 1 and not torch.is_grad_enabled()
+                and (mask is None or mask.shape[1] == 1)):
             out = self.decode_attention(q.transpose(1, 2), keys, values, mask)
         else:
             causal = mask is None and keys.shape[2] == seqlen and seqlen > 1
