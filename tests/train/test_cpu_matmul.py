@@ -61,3 +61,26 @@ def test_training_with_onednn_follows_the_same_losses(tmp_path, tiny_settings, m
     with pytest.raises(ConfigError, match="cpu_kernels=onednn is for fp32 training in one process on the CPU"):
         train(Pretrain(parse_config(PretrainConfig, tiny_settings(cpu_kernels="onednn", dtype="bfloat16", device="cpu",
                                                                   output_dir=str(tmp_path / "bf16")))))
+
+
+def test_a_resumed_auto_run_keeps_the_matmul_its_checkpoint_was_trained_with(tmp_path, tiny_settings, monkeypatch):
+    """`auto` decides by timing, which can come out differently in the next process; the two products
+    differ in summation order, so a resumed run takes its checkpoint's choice to continue exactly."""
+    import llama2.train.loop as loop
+    from llama2.train.checkpointing import checkpoint_dirs, read_trainer_state
+
+    swapped = []
+    monkeypatch.setattr(loop, "use_onednn", lambda model: swapped.append(use_onednn(model)))
+    monkeypatch.setattr(loop, "faster_with_onednn", lambda model, rows: True)
+    config = tiny_settings(cpu_kernels="auto", output_dir=str(tmp_path / "run"), max_steps=4, save_every=2)
+    train(Pretrain(parse_config(PretrainConfig, config)))
+    root = tmp_path / "run" / "checkpoints"
+    assert swapped and read_trainer_state(checkpoint_dirs(root)[-1])["cpu_matmul"] == "onednn"
+    monkeypatch.setattr(loop, "faster_with_onednn", lambda model, rows: False)  # this time timing says MKL
+    swapped.clear()
+    train(Pretrain(parse_config(PretrainConfig, {**config, "max_steps": 6})))
+    assert swapped and read_trainer_state(checkpoint_dirs(root)[-1])["cpu_matmul"] == "onednn"
+    fresh = tiny_settings(cpu_kernels="auto", output_dir=str(tmp_path / "fresh"), max_steps=2, save_every=2)
+    swapped.clear()
+    train(Pretrain(parse_config(PretrainConfig, fresh)))  # a new run does time
+    assert not swapped and read_trainer_state(checkpoint_dirs(tmp_path / "fresh" / "checkpoints")[-1])["cpu_matmul"] == "torch"

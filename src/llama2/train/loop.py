@@ -156,6 +156,7 @@ class _Trainer:
         self.dtype = compute_dtype(self.config.dtype, runtime.device)
         self.step = self.tokens_seen = 0
         self.last_checkpoint: Path | None = None
+        self.cpu_matmul = "torch"  # which matmul the linears train with (`_choose_cpu_matmul`), saved with each checkpoint
 
     def run(self) -> TrainResult:
         config, runtime = self.config, self.runtime
@@ -164,7 +165,8 @@ class _Trainer:
         seed_everything(config.seed + runtime.rank)
         if self._keeps_freed_memory:
             keep_freed_memory()  # cpu_allocator.py: each step reuses the last one's pages
-        self.model = self._build_model()
+        recorded = checkpointing.read_trainer_state(resume_from).get("cpu_matmul") if resume_from is not None else None
+        self.model = self._build_model(recorded_matmul=recorded)
         self.optimizer = build_optimizer(self.model, lr=config.lr, weight_decay=config.weight_decay,
                                          betas=config.betas, eps=config.eps)
         if resume_from is not None:
@@ -200,7 +202,7 @@ class _Trainer:
             return None
         return Path(self.config.resume)
 
-    def _build_model(self) -> nn.Module:
+    def _build_model(self, recorded_matmul: str | None = None) -> nn.Module:
         """Build on `meta`, then checkpointing, compile and FSDP wrappers, then allocate on the device."""
         with torch.device("meta"):
             model = self.recipe.build_model()
@@ -210,7 +212,7 @@ class _Trainer:
                 checkpoint_activations(block)
             if self.config.compile:
                 block.compile()
-        self._choose_cpu_matmul(model)
+        self._choose_cpu_matmul(model, recorded_matmul)
         if self.runtime.distributed:
             low_precision = self.dtype if self.runtime.device.type == "cuda" and self.dtype != torch.float32 else None
             shard_model(model, blocks, self.runtime, param_dtype=low_precision)
@@ -222,8 +224,10 @@ class _Trainer:
         """Whether malloc keeps freed pages for the next step (`cpu_allocator.py`): CPU runs, by default."""
         return self.runtime.device.type == "cpu" and self.config.keep_freed_memory
 
-    def _choose_cpu_matmul(self, model: nn.Module) -> None:
-        """oneDNN for the linears of an fp32 one-process CPU run, as `cpu_kernels` says (`cpu_matmul.py`)."""
+    def _choose_cpu_matmul(self, model: nn.Module, recorded: str | None) -> None:
+        """oneDNN for the linears of an fp32 one-process CPU run, as `cpu_kernels` says (`cpu_matmul.py`).
+        `auto` times both, except on resume: then it keeps the choice the checkpoint was trained with
+        (`recorded`), since the two differ in summation order and a resumed run must continue exactly."""
         mode = self.config.cpu_kernels
         eligible = (self.runtime.device.type == "cpu" and self.dtype == torch.float32 and not self.runtime.distributed
                     and not self.config.compile and torch.backends.mkldnn.is_available())
@@ -232,8 +236,12 @@ class _Trainer:
                 raise ConfigError("cpu_kernels=onednn is for fp32 training in one process on the CPU without compile; "
                                   "use cpu_kernels=auto or torch")
             return
-        rows = self.config.batch_size * (getattr(self.config, "seq_len", None) or model.args.max_seq_len)  # a step's tokens
-        if mode == "onednn" or faster_with_onednn(model, rows):
+        if mode == "auto" and recorded in ("onednn", "torch"):
+            self.cpu_matmul = recorded
+        else:
+            rows = self.config.batch_size * (getattr(self.config, "seq_len", None) or model.args.max_seq_len)  # a step's tokens
+            self.cpu_matmul = "onednn" if mode == "onednn" or faster_with_onednn(model, rows) else "torch"
+        if self.cpu_matmul == "onednn":
             use_onednn(model)
 
     def _loop(self, logger: MetricsLogger, progress: ProgressDisplay) -> dict[str, Any]:
@@ -358,7 +366,7 @@ class _Trainer:
 
     def _save(self) -> None:
         state = {"tokens": self.tokens_seen, "data_position": {"seed": self.config.seed, "step": self.step},
-                 "config": self.config.to_dict()}
+                 "config": self.config.to_dict(), "cpu_matmul": self.cpu_matmul}
         self.last_checkpoint = checkpointing.save_checkpoint(
             self.checkpoint_root, self.step, model=self.model, optimizer=self.optimizer, trainer_state=state,
             runtime=self.runtime, keep_last=self.config.keep_last, export=self.recipe.export,
