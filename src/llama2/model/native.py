@@ -113,17 +113,22 @@ def unavailable_reason() -> str | None:
     return None if library() is not None else (_reason[-1] if _reason else "unavailable")
 
 
+def _loaded() -> ctypes.CDLL:
+    """The library, for callers that cannot do without it."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"the native kernels are unavailable: {unavailable_reason()}")
+    return lib
+
+
 class NativeLinear(nn.Module):
     """`nn.Linear` (float32, no bias) over a column-blocked weight, for inference (no gradient).
     Its state dict gives the dense `(out, in)` weight back, so a model using it saves and exports."""
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
-        lib = library()
-        if lib is None:
-            raise RuntimeError(f"the native kernels are unavailable: {unavailable_reason()}")
         self.out_features, self.in_features = weight.shape
-        block = lib.native_block_size()
+        block = _loaded().native_block_size()
         padded = torch.cat([weight.detach(), weight.new_zeros(-self.out_features % block, self.in_features)])
         self.blocked = padded.float().view(-1, block, self.in_features).transpose(1, 2).contiguous()
         self._register_state_dict_hook(_dense_weight_into_state)
@@ -175,9 +180,7 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     both), under `mask (B, 1, 1, S)` (True = attend) or none; `(B, H, 1, hd)` like
     `F.scaled_dot_product_attention`. Decoding's attention: PyTorch's fused kernel sets up each of
     the B * H one-query problems separately, which at batch 8 costs more than reading the cache."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError(f"the native kernels are unavailable: {unavailable_reason()}")
+    lib = _loaded()
     batch, heads, _, head_dim = q.shape
     kv_heads, slots = keys.shape[1], keys.shape[2]
     if (keys.stride() != values.stride() or keys.stride(3) != 1 or keys.stride(2) != head_dim

@@ -1,17 +1,20 @@
-/* y = x @ w.T in float32 over a weight in column blocks (model/native.py builds and loads this).
+/* Float32 kernels for CPU inference (model/native.py builds and loads this): the matrix product,
+ * decoding's attention over the KV cache, and RMSNorm.
  *
- * The weight (N, K) is stored as (ceil(N / 32), K, 32): block b holds outputs 32b..32b+31, and for each
- * k their 32 weights side by side (zero rows pad the last block). A block is then read front to back
- * once per 8 rows of x: for each k, two 16-wide weight vectors times x[m, k] broadcast, into two
- * accumulators per row, so there is no horizontal sum and a block (96 KB at K = 768) stays in the L2
- * cache while the next 8 rows reuse it. Decoding (1 to 8 rows) streams the weights once; prefill
- * (hundreds of rows) re-reads each block from L2. Blocks are shared among OpenMP threads, each
- * taking a contiguous run of them.
+ * The product, y = x @ w.T: the weight (N, K) is stored as (ceil(N / 32), K, 32): block b holds
+ * outputs 32b..32b+31, and for each k their 32 weights side by side (zero rows pad the last block).
+ * A block is then read front to back once per 8 rows of x: for each k, two 16-wide weight vectors
+ * times x[m, k] broadcast, into two accumulators per row, so there is no horizontal sum and a block
+ * (96 KB at K = 768) stays in the L2 cache while the next 8 rows reuse it. Decoding (1 to 8 rows)
+ * streams the weights once; prefill (hundreds of rows) re-reads each block from L2. Blocks are
+ * shared among OpenMP threads, each taking a contiguous run of them.
  *
  * Vectors are GCC/Clang vector extensions: 16 floats, one AVX-512 register, or two AVX2 ones, as
  * -march=native allows.
  */
+#include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 typedef float vec __attribute__((vector_size(64), aligned(64))); /* a block row: torch allocates 64-aligned */
 typedef float vec_unaligned __attribute__((vector_size(64), aligned(4)));
@@ -72,12 +75,8 @@ void native_linear_f32(const float *x, const float *w, float *y, int64_t M, int6
  * `mask` (B, S), 1 = attend, or NULL for all S. softmax(q.k * scale) in float32, then the weighted
  * sum of values — what PyTorch's fused kernel computes, without its per-problem set-up, which at
  * batch 8 (96 problems of one query per layer) cost more than reading the cache. */
-#include <math.h>
-#include <stdlib.h>
 
-#ifndef AHEAD
-#define AHEAD 8 /* slots */
-#endif
+#define AHEAD 8 /* slots prefetched ahead of the one being read */
 
 typedef float half_vec __attribute__((vector_size(32)));
 typedef float quarter_vec __attribute__((vector_size(16)));
@@ -136,8 +135,8 @@ int native_decode_attention_f32(const float *q, const float *k, const float *v, 
             const unsigned char *mb = mask ? mask + b * S : NULL;
             float top = -INFINITY, total = 0;
             for (int64_t s = 0; s < S; s++) {
-                /* Slots are short runs (a few KB per head), too short for the hardware prefetcher to
-                   ramp up on: fetch keys and values a few slots ahead. */
+                /* A head's slots are short runs (a few KB), too short for the hardware prefetcher to
+                   ramp up on: fetch keys a few slots ahead (`weighted_rows` does the same for values). */
                 for (int64_t line = 0; line < D; line += 16) __builtin_prefetch(kh + (s + AHEAD) * D + line);
                 p[s] = (mb && !mb[s]) ? -INFINITY : dot(qh, kh + s * D, D) * scale;
                 if (p[s] > top) top = p[s];
